@@ -1,0 +1,119 @@
+"""User images: read any photo safely and turn it into what the model was trained on.
+
+Fashion-MNIST is a light object on a black background, centred, its longer side
+filling the 28×28 frame (Xiao et al. 2017, §2: trimmed, resized to 28 px on the
+longest edge, centred). A user's photo is usually the opposite: a dark object on a
+light background, any size. `prepare_image` bridges that:
+1. decode (allow-listed formats only), flatten transparency onto the background;
+2. grayscale (or RGB for 3-channel models);
+3. invert when the border is lighter than mid-grey (light background);
+4. crop to the object's bounding box, fit its longer side into the frame keeping the
+   aspect ratio, centre it on black.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+ALLOWED_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP"}
+MAX_FILE_BYTES = 20 << 20          # 20 MiB: far above any photo worth classifying at 28×28
+MAX_PIXELS = 40_000_000            # below Pillow's own bomb limit (89 M), checked before decoding
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def read_image(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
+    """Decode an image file (or bytes) into a Pillow image; ImageError for anything else."""
+    label = name or (str(source) if not isinstance(source, bytes) else "upload")
+    if isinstance(source, bytes):
+        data = source
+    else:
+        try:
+            size = os.path.getsize(source)
+            if size > MAX_FILE_BYTES:
+                raise ImageError(f"{label}: {size / 2**20:.1f} MiB is over the {MAX_FILE_BYTES >> 20} MiB limit")
+            data = Path(source).read_bytes()
+        except FileNotFoundError:
+            raise ImageError(f"{label}: no such file") from None
+        except IsADirectoryError:
+            raise ImageError(f"{label}: is a directory, not an image") from None
+        except OSError as e:
+            raise ImageError(f"{label}: cannot read: {e.strerror or e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"{label}: {len(data) / 2**20:.1f} MiB is over the {MAX_FILE_BYTES >> 20} MiB limit")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.format not in ALLOWED_FORMATS:
+                raise ImageError(f"{label}: {img.format} images are not accepted "
+                                 f"(use {', '.join(sorted(ALLOWED_FORMATS))})")
+            if img.width * img.height > MAX_PIXELS:
+                raise ImageError(f"{label}: {img.width}×{img.height} pixels is over the "
+                                 f"{MAX_PIXELS:,}-pixel limit")
+            img.seek(0)          # GIF/WebP animations: the first frame
+            img.load()
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{label}: not an image (or not a format convlens reads: "
+                         f"{', '.join(sorted(ALLOWED_FORMATS))})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{label}: decompression bomb (too many pixels); refused") from None
+    except Exception as e:     # Pillow's decoders raise many types (OSError, SyntaxError, ValueError, …)
+        raise ImageError(f"{label}: damaged or unreadable image ({type(e).__name__}: {e})") from None
+    return img
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Composite transparency onto white, so a cut-out object reads as object on light background."""
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, img).convert("RGB")
+    return img
+
+
+def prepare_image(img: Image.Image, size: tuple[int, int] = (28, 28), channels: int = 1,
+                  invert: bool | None = None) -> np.ndarray:
+    """A decoded image as the model's input: uint8 (channels, H, W), light object on black, centred.
+
+    invert: None decides from the border (light background -> invert), True/False forces it.
+    """
+    img = _flatten_alpha(ImageOps.exif_transpose(img) or img)
+    gray = np.asarray(img.convert("L"), dtype=np.float32)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if invert is None:
+        invert = float(np.median(border)) > 127
+    color = img.convert("L" if channels == 1 else "RGB")
+    if invert:
+        color = ImageOps.invert(color)
+        gray = 255 - gray
+    # The object: pixels clearly above the background level.
+    bg_level = float(np.median(255 - border if invert else border))
+    mask = gray > bg_level + 0.15 * (gray.max() - bg_level)
+    if mask.any():
+        ys, xs = np.nonzero(mask)
+        color = color.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+    h, w = size
+    scale = min(w / color.width, h / color.height)
+    fitted = color.resize((max(1, round(color.width * scale)), max(1, round(color.height * scale))),
+                          Image.Resampling.LANCZOS)
+    canvas = Image.new(color.mode, (w, h), 0)
+    canvas.paste(fitted, ((w - fitted.width) // 2, (h - fitted.height) // 2))
+    arr = np.asarray(canvas, dtype=np.uint8)
+    return (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)).copy()
+
+
+def load_image(source: str | os.PathLike | bytes, size: tuple[int, int] = (28, 28), channels: int = 1,
+               invert: bool | None = None, name: str | None = None) -> torch.Tensor:
+    """Read and prepare one image: uint8 tensor (channels, H, W); ImageError if it cannot be read."""
+    return torch.from_numpy(prepare_image(read_image(source, name), size, channels, invert))

@@ -1,0 +1,331 @@
+"""Model specs: a one-line grammar, the preset registry, and the network built from them.
+
+A spec reads like the seed's layer list, tokens joined by '-':
+
+    conv64-pool-conv64-pool-flatten-dense128-dense10      (the seed, preset `seed`)
+
+    conv<C>[k<K>][s<S>][p<P>][_<act>]  2-D convolution, C filters of K×K (default 3), stride S
+                                      (default 1), zero padding P (default 0), act default relu
+    pool[<N>] / avgpool[<N>]          N×N max / average pooling with stride N (default 2)
+    gap                               global average pooling (one value per channel)
+    bn                                batch normalisation
+    dropout<P>                        dropout with rate P in [0, 1), e.g. dropout0.25
+    flatten                           (C, H, W) -> C·H·W
+    dense<N>[_<act>]                  fully connected, N units; act default relu, except the
+                                      last layer, whose N must equal the number of classes and
+                                      which gives logits (softmax is applied to them, as Keras's
+                                      `activation="softmax"` does)
+
+activations: relu, tanh, sigmoid, gelu, elu, leaky, linear.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import SpecError
+
+ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": F.gelu,
+               "elu": F.elu, "leaky": F.leaky_relu, "linear": None}
+# Non-decreasing activations commute with max pooling: max(f(x)) = f(max(x)), so the
+# engine pools first and activates 4× fewer values (gelu dips below zero: not monotonic).
+MONOTONIC = {"relu", "tanh", "sigmoid", "elu", "leaky", "linear"}
+
+PRESETS: dict[str, tuple[str, str]] = {}   # name -> (spec, one-line description)
+
+
+def register_preset(name: str, spec: str, description: str) -> None:
+    """Add a named model to the registry (`convlens summary NAME`, `--model NAME`)."""
+    PRESETS[name] = (spec, description)
+
+
+register_preset("seed", "conv64-pool-conv64-pool-flatten-dense128-dense10",
+                "the study note's CNN: two 3×3 conv layers of 64 filters, 2×2 max pooling, dense 128")
+register_preset("dense", "flatten-dense128-dense10",
+                "the fully connected baseline the seed builds on: flatten, dense 128, dense 10")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    kind: str              # conv, maxpool, avgpool, gap, bn, dropout, flatten, dense
+    token: str             # the text it came from
+    index: int             # 1-based position of the token in the spec
+    units: int = 0         # conv filters / dense units / pool size
+    kernel: int = 0
+    stride: int = 1
+    padding: int = 0
+    rate: float = 0.0      # dropout
+    act: str | None = None
+
+
+_ACT = r"(?:_(?P<act>[a-z]+))?"
+_PATTERNS = [
+    ("conv", re.compile(r"conv(?P<units>\d+)(?:k(?P<kernel>\d+))?(?:s(?P<stride>\d+))?(?:p(?P<padding>\d+))?" + _ACT)),
+    ("maxpool", re.compile(r"(?:max)?pool(?P<units>\d+)?")),
+    ("avgpool", re.compile(r"avgpool(?P<units>\d+)?")),
+    ("gap", re.compile(r"gap")),
+    ("bn", re.compile(r"bn")),
+    ("dropout", re.compile(r"dropout(?P<rate>0?\.\d+|0)")),
+    ("flatten", re.compile(r"flatten")),
+    ("dense", re.compile(r"dense(?P<units>\d+)" + _ACT)),
+]
+_HINTS = {"conv": "conv needs a filter count, e.g. conv64 or conv32k5", "dense": "dense needs a width, e.g. dense128",
+          "dropout": "dropout needs a rate in [0, 1), e.g. dropout0.25"}
+
+
+def resolve(model: str) -> str:
+    """A preset name becomes its spec; anything else is taken as a spec."""
+    return PRESETS[model][0] if model in PRESETS else model
+
+
+def _fail(spec: str, index: int, token: str, why: str) -> SpecError:
+    return SpecError(f"model spec {spec!r}, token {index} {token!r}: {why}")
+
+
+def parse_spec(spec: str) -> list[LayerSpec]:
+    """Parse a spec string (or preset name) into layers; SpecError names the bad token."""
+    text = resolve(spec.strip())
+    if not text:
+        raise SpecError("empty model spec; try 'seed' or 'conv64-pool-flatten-dense10'")
+    layers = []
+    for i, token in enumerate(text.split("-"), start=1):
+        tok = token.strip().lower()
+        for kind, pattern in _PATTERNS:
+            if m := pattern.fullmatch(tok):
+                break
+        else:
+            stem = re.match(r"[a-z]*", tok).group()
+            if stem in _HINTS:
+                raise _fail(text, i, token, _HINTS[stem])
+            known = "conv<C>, pool, avgpool, gap, bn, dropout<P>, flatten, dense<N>"
+            raise _fail(text, i, token, f"unknown layer (known: {known}; or a preset: {', '.join(PRESETS)})")
+        g = {k: v for k, v in m.groupdict().items() if v is not None}
+        act = g.get("act")
+        if act is not None and act not in ACTIVATIONS:
+            raise _fail(text, i, token, f"unknown activation {act!r} (known: {', '.join(ACTIVATIONS)})")
+        layer = LayerSpec(kind=kind, token=token, index=i, units=int(g.get("units", 2 if "pool" in kind else 0)),
+                          kernel=int(g.get("kernel", 3)) if kind == "conv" else 0,
+                          stride=int(g.get("stride", 1)), padding=int(g.get("padding", 0)),
+                          rate=float(g.get("rate", 0.0)), act=act)
+        if kind in ("conv", "dense", "maxpool", "avgpool") and layer.units < 1:
+            raise _fail(text, i, token, "size must be at least 1")
+        if kind == "conv" and (layer.kernel < 1 or layer.stride < 1):
+            raise _fail(text, i, token, "kernel and stride must be at least 1")
+        layers.append(layer)
+    last = layers[-1]
+    if last.kind != "dense":
+        raise _fail(text, last.index, last.token, "a model must end with a dense layer giving one output per class, e.g. dense10")
+    # Default activations: relu everywhere except the output layer (logits).
+    return [l if l.act is not None else _with_act(l, "linear" if l is last else "relu")
+            for l in layers]
+
+
+def _with_act(layer: LayerSpec, act: str) -> LayerSpec:
+    if layer.kind not in ("conv", "dense"):
+        return layer
+    return LayerSpec(**{**layer.__dict__, "act": act})
+
+
+# ---------------------------------------------------------------------------
+# Shapes: walk the spec over an input shape, checking every layer fits
+
+@dataclass(frozen=True)
+class LayerInfo:
+    spec: LayerSpec
+    name: str                       # Keras-style: conv2d_1, max_pooling2d_1, dense_2, ...
+    type: str                       # Conv2D, MaxPooling2D, Dense, ...
+    in_shape: tuple[int, ...]       # (C, H, W) or (N,)
+    out_shape: tuple[int, ...]
+    params: int
+    trainable: int
+    mult_adds: int                  # per image
+    arithmetic: str                 # why `params` is what it is
+
+
+_TYPES = {"conv": ("conv2d", "Conv2D"), "maxpool": ("max_pooling2d", "MaxPooling2D"),
+          "avgpool": ("average_pooling2d", "AveragePooling2D"), "gap": ("global_average_pooling2d", "GlobalAveragePooling2D"),
+          "bn": ("batch_normalization", "BatchNormalization"), "dropout": ("dropout", "Dropout"),
+          "flatten": ("flatten", "Flatten"), "dense": ("dense", "Dense")}
+
+
+def _fmt(n: int) -> str:
+    return f"{n:,}"
+
+
+def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> list[LayerInfo]:
+    """Every layer with its output shape, parameter count and arithmetic; SpecError if one does not fit."""
+    text = resolve(spec.strip())
+    layers = parse_spec(spec)
+    shape: tuple[int, ...] = tuple(input_shape)
+    counters: dict[str, int] = {}
+    infos = []
+    for l in layers:
+        base, typ = _TYPES[l.kind]
+        counters[base] = counters.get(base, 0) + 1
+        name = f"{base}_{counters[base]}"
+        spatial = len(shape) == 3
+        if l.kind in ("conv", "maxpool", "avgpool", "gap") and not spatial:
+            raise _fail(text, l.index, l.token, f"needs an image-shaped input (C×H×W) but gets a flat vector of {shape[0]}; "
+                        "move it before 'flatten'")
+        if l.kind == "dense" and spatial:
+            raise _fail(text, l.index, l.token, f"needs a flat input but gets {'×'.join(map(str, shape))}; "
+                        "add 'flatten' (or 'gap') before it")
+        params, mult_adds, why = 0, 0, "no parameters"
+        if l.kind == "conv":
+            c, h, w = shape
+            k, s, p = l.kernel, l.stride, l.padding
+            ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+            if ho < 1 or wo < 1:
+                raise _fail(text, l.index, l.token, f"a {k}×{k} kernel does not fit the {h}×{w} input"
+                            + (f" with padding {p}" if p else ""))
+            out = (l.units, ho, wo)
+            params = l.units * (k * k * c + 1)
+            mult_adds = ho * wo * l.units * k * k * c
+            why = f"{l.units} × ({k}×{k}×{c} + 1) = {_fmt(params)}"
+        elif l.kind in ("maxpool", "avgpool"):
+            c, h, w = shape
+            n = l.units
+            if h < n or w < n:
+                raise _fail(text, l.index, l.token, f"a {n}×{n} pool does not fit the {h}×{w} input")
+            out = (c, h // n, w // n)
+            why = f"{'max' if l.kind == 'maxpool' else 'mean'} of each {n}×{n} window: {h}×{w} → {h // n}×{w // n}, no parameters"
+        elif l.kind == "gap":
+            out = (shape[0],)
+            why = f"mean over {shape[1]}×{shape[2]} per channel, no parameters"
+        elif l.kind == "flatten":
+            out = (math.prod(shape),)
+            why = f"{'×'.join(map(str, shape))} = {_fmt(out[0])} values in a row, no parameters"
+        elif l.kind == "dropout":
+            out = shape
+            why = f"zeroes {l.rate:g} of the values while training, no parameters"
+        elif l.kind == "bn":
+            out, c = shape, shape[0]
+            params = 4 * c
+            why = f"{c} × (γ, β trained + mean, variance tracked) = {_fmt(params)}"
+        else:  # dense
+            n_in = shape[0]
+            if l is layers[-1] and l.units != num_classes:
+                raise _fail(text, l.index, l.token, f"the output layer needs {num_classes} units, one per class")
+            out = (l.units,)
+            params = l.units * (n_in + 1)
+            mult_adds = n_in * l.units
+            why = f"{l.units} × ({_fmt(n_in)} + 1) = {_fmt(params)}"
+        trainable = params // 2 if l.kind == "bn" else params
+        infos.append(LayerInfo(l, name, typ, shape, out, params, trainable, mult_adds, why))
+        shape = out
+    return infos
+
+
+# ---------------------------------------------------------------------------
+# The network
+
+class ConvNet(nn.Module):
+    """A sequential network built from a spec; one interface for every model.
+
+    forward(x) takes float images (B, C, H, W) in [0, 1] and returns logits (B, classes).
+    `layers[i]` is the torch module of spec layer i (None for parameter-free layers).
+    """
+
+    def __init__(self, spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10):
+        super().__init__()
+        self.spec = resolve(spec.strip())
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.infos = layer_infos(self.spec, self.input_shape, num_classes)
+        self.layers = nn.ModuleList(_module(info) for info in self.infos)
+        # Fuse conv/dense → (monotonic act) → maxpool into pool-then-act for speed (see MONOTONIC).
+        self._pool_first = {i for i, info in enumerate(self.infos[:-1])
+                            if info.spec.kind == "conv" and info.spec.act in MONOTONIC
+                            and self.infos[i + 1].spec.kind == "maxpool"}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = -1
+        for i, (info, module) in enumerate(zip(self.infos, self.layers)):
+            if i == skip:
+                continue
+            if i in self._pool_first:
+                x = _activate(_pool(module(x), self.infos[i + 1].spec), info.spec.act)
+                skip = i + 1
+            else:
+                x = _apply(info, module, x)
+        return x
+
+    def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's output in spec order (the seed's activation model), unfused."""
+        outs = []
+        for info, module in zip(self.infos, self.layers):
+            x = _apply(info, module, x)
+            outs.append(x)
+        return outs
+
+
+class _Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+def _module(info: LayerInfo) -> nn.Module:
+    l, shape = info.spec, info.in_shape
+    if l.kind == "conv":
+        return nn.Conv2d(shape[0], l.units, l.kernel, stride=l.stride, padding=l.padding)
+    if l.kind == "dense":
+        return nn.Linear(shape[0], l.units)
+    if l.kind == "bn":
+        return nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0])
+    if l.kind == "dropout":
+        return nn.Dropout(l.rate)
+    return _Identity()
+
+
+def _activate(x: torch.Tensor, act: str | None) -> torch.Tensor:
+    f = ACTIVATIONS.get(act or "linear")
+    return x if f is None else f(x)
+
+
+def _pool(x: torch.Tensor, l: LayerSpec) -> torch.Tensor:
+    return F.max_pool2d(x, l.units) if l.kind == "maxpool" else F.avg_pool2d(x, l.units)
+
+
+def _apply(info: LayerInfo, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    kind = info.spec.kind
+    if kind in ("conv", "dense"):
+        return _activate(module(x), info.spec.act)
+    if kind in ("maxpool", "avgpool"):
+        return _pool(x, info.spec)
+    if kind == "gap":
+        return x.mean(dim=(2, 3))
+    if kind == "flatten":
+        # Keras flattens H, W, C (channels last); we flatten C, H, W as PyTorch does.
+        return x.flatten(1)
+    return module(x)
+
+
+def build_model(model: str = "seed", input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> ConvNet:
+    """Build a network from a preset name or spec string, for images of `input_shape` (C, H, W)."""
+    return ConvNet(model, input_shape, num_classes)
+
+
+def feature_maps(model: ConvNet, images: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """(layer name, output) for every layer, for images (B, C, H, W), (C, H, W) or (H, W): floats in [0, 1] or uint8."""
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    while images.dim() < 4:          # (H, W) or (C, H, W) -> (1, C, H, W)
+        images = images.unsqueeze(0)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            outs = model.layer_outputs(images.to(next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+    return [(info.name, out) for info, out in zip(model.infos, outs)]
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,185 @@
+"""Run directories: what a training run leaves on disk, written atomically, read back safely.
+
+    runs/NAME/
+      config.json       everything needed to rerun it, library versions, git revision
+      model.json        spec, input shape, classes: what a loader needs beside the weights
+      model.safetensors the weights (never a pickle)
+      metrics.jsonl     one JSON line per epoch
+      results.json      test loss and accuracy, timings, how training ended
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .errors import RunError
+from .models import ConvNet, build_model
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")   # pickle protocol 2+ / torch.save's zip archive
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes so that `path` is either the old file or the whole new one, never a torn mix."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def check_name(name: str) -> str:
+    """A run name is one path component of letters, digits, '.', '_' and '-' (no '..', no '/')."""
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        raise RunError(f"bad run name {name!r}: use letters, digits, '.', '_' and '-' (at most 128)")
+    return name
+
+
+def new_run_dir(runs_dir: str | os.PathLike, name: str | None, model: str) -> Path:
+    """Create runs_dir/NAME (generated from the model and time when not given); RunError if it exists."""
+    root = Path(runs_dir)
+    if name is None:
+        stem = check_name(model) if _NAME.fullmatch(model) and len(model) <= 40 else "custom"
+        name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        for n in range(2, 100):
+            if not (root / name).exists():
+                break
+            name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+    path = root / check_name(name)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        path.mkdir()
+    except FileExistsError:
+        raise RunError(f"run {path} already exists; pick another --name") from None
+    except OSError as e:
+        raise RunError(f"cannot create run directory {path}: {e.strerror or e}") from None
+    return path
+
+
+def save_weights(path: Path, model: ConvNet) -> None:
+    """model.safetensors, with the spec in its metadata so the file explains itself."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    meta = {"spec": model.spec, "input_shape": json.dumps(list(model.input_shape)),
+            "num_classes": str(model.num_classes), "format": "convlens-1"}
+    write_atomic(path, st_save(state, metadata=meta))
+
+
+def load_weights(path: Path, model: ConvNet) -> ConvNet:
+    """Fill `model` from a safetensors file, refusing pickles and checking every name, dtype and shape."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RunError(f"{path}: no such file") from None
+    except OSError as e:
+        raise RunError(f"{path}: cannot read: {e.strerror or e}") from None
+    if data.startswith(PICKLE_MAGIC):
+        raise RunError(f"{path}: this is a pickle (torch.save/.pt/.pth), which can run code when loaded; "
+                       "convlens loads only safetensors")
+    try:
+        state = st_load(data)
+    except (SafetensorError, ValueError, RuntimeError, OverflowError, TypeError, MemoryError) as e:
+        raise RunError(f"{path}: not a valid safetensors file ({str(e).splitlines()[0][:120]})") from None
+    expected = model.state_dict()
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        raise RunError(f"{path}: weights do not match the model {model.spec!r}"
+                       + (f"; missing {', '.join(missing[:3])}" if missing else "")
+                       + (f"; unexpected {', '.join(extra[:3])}" if extra else ""))
+    for key, want in expected.items():
+        got = state[key]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise RunError(f"{path}: {key} is {got.dtype} {tuple(got.shape)}, the model needs "
+                           f"{want.dtype} {tuple(want.shape)}")
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise RunError(f"{path}: {key} holds NaN or infinite values")
+    model.load_state_dict(state)
+    return model
+
+
+def read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path}: no such file (an incomplete run?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunError(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise RunError(f"{path}: expected a JSON object")
+    return obj
+
+
+@dataclass
+class Run:
+    """A finished (or interrupted) run read back from its directory."""
+    path: Path
+    config: dict
+    model_info: dict
+    metrics: list[dict]
+    results: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model_info["classes"])
+
+    def load_model(self, device: str | torch.device = "cpu") -> ConvNet:
+        """The trained network, in eval mode, on `device`."""
+        info = self.model_info
+        try:
+            model = build_model(info["spec"], tuple(info["input_shape"]), len(info["classes"]))
+        except (KeyError, TypeError) as e:
+            raise RunError(f"{self.path / 'model.json'}: malformed ({e})") from None
+        load_weights(self.path / "model.safetensors", model)
+        return model.to(device).eval()
+
+
+def resolve_run(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Path:
+    """A run given as a path, or as a name under runs_dir."""
+    p = Path(run)
+    if p.is_dir():
+        return p
+    if len(p.parts) == 1 and _NAME.fullmatch(str(run)) and (Path(runs_dir) / p).is_dir():
+        return Path(runs_dir) / p
+    raise RunError(f"no run {str(run)!r} (looked for a directory {p} and {Path(runs_dir) / p.name}); "
+                   "`ls runs/` shows the runs")
+
+
+def open_run(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Run:
+    """Read a run directory (by path or name under runs_dir); RunError if it is missing or damaged."""
+    path = resolve_run(run, runs_dir)
+    config = read_json(path / "config.json")
+    model_info = read_json(path / "model.json")
+    results = read_json(path / "results.json") if (path / "results.json").exists() else {}
+    metrics = []
+    if (path / "metrics.jsonl").exists():
+        for n, line in enumerate((path / "metrics.jsonl").read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    metrics.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise RunError(f"{path / 'metrics.jsonl'}: line {n} is not JSON") from None
+    return Run(path, config, model_info, metrics, results)

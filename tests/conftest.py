@@ -1,0 +1,55 @@
+"""Shared fixtures: small IDX datasets written in the test, and the real Fashion-MNIST."""
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
+NAMES = {"train_images": "train-images-idx3-ubyte.gz", "train_labels": "train-labels-idx1-ubyte.gz",
+         "test_images": "t10k-images-idx3-ubyte.gz", "test_labels": "t10k-labels-idx1-ubyte.gz"}
+
+
+def idx_bytes(arr: np.ndarray, type_code: int = 0x08) -> bytes:
+    """IDX encoding of a uint8 array: magic 0 0 TYPE NDIM, big-endian dims, data."""
+    header = bytes([0, 0, type_code, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    return header + arr.tobytes()
+
+
+def write_idx_dir(folder: Path, train_x, train_y, test_x, test_y) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for role, arr in (("train_images", train_x), ("train_labels", train_y),
+                      ("test_images", test_x), ("test_labels", test_y)):
+        (folder / NAMES[role]).write_bytes(gzip.compress(idx_bytes(np.ascontiguousarray(arr, dtype=np.uint8))))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_data():
+    """The real Fashion-MNIST (Debian's dataset-fashion-mnist), loaded once."""
+    from convlens.data import load_fashion_mnist
+    if not REAL_DIR.is_dir():
+        pytest.fail("the real Fashion-MNIST is missing: apt-get install dataset-fashion-mnist (.ci/run does)")
+    return load_fashion_mnist(val_split=0.1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(tmp_path_factory, real_data):
+    """A folder of real-format IDX files with 3,000 training and 1,000 test images of the real data."""
+    folder = tmp_path_factory.mktemp("small-fmnist")
+    tx = real_data.train_x[:3000, 0].numpy()
+    ty = real_data.train_y[:3000].numpy()
+    return write_idx_dir(folder, tx, ty, real_data.test_x[:1000, 0].numpy(), real_data.test_y[:1000].numpy())
+
+
+def run_cli(*args, cwd=None, env=None, timeout=300):
+    """`python -m convlens ARGS` in a subprocess: (returncode, stdout, stderr)."""
+    full_env = {**os.environ, **(env or {})}
+    p = subprocess.run([sys.executable, "-m", "convlens", *map(str, args)], capture_output=True, text=True,
+                       cwd=cwd, env=full_env, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr

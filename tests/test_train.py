@@ -1,0 +1,103 @@
+import json
+import math
+
+import pytest
+import torch
+
+from convlens import TrainConfig, build_model, fit, open_run, train
+from convlens.data import Dataset
+from convlens.errors import ConvlensError
+from convlens.train import RECIPES, lr_at, overfitting_note
+
+
+def synthetic(n=512, seed=0) -> Dataset:
+    """Two easy classes: a bright vertical bar vs a bright horizontal bar, with noise."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 60, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x[y == 0, 0, :, 12:16] = 250
+    x[y == 1, 0, 12:16, :] = 250
+    k = n // 4
+    return Dataset("bars", ("vertical", "horizontal"), x[2 * k:], y[2 * k:], x[k:2 * k], y[k:2 * k], x[:k], y[:k])
+
+
+def test_training_learns_on_synthetic_data():
+    torch.manual_seed(0)
+    data = synthetic()
+    model = build_model("conv8-pool-flatten-dense16-dense2", (1, 28, 28), 2)
+    hist = fit(model, data, RECIPES["fast"], epochs=3)
+    assert hist.epochs[-1]["val_accuracy"] >= 0.95
+    assert hist.epochs[-1]["loss"] < hist.epochs[0]["loss"]
+
+
+def test_train_writes_a_complete_run(tmp_path):
+    run = train(TrainConfig(model="conv8-pool-flatten-dense2", epochs=2, runs_dir=str(tmp_path), name="bars"),
+                data=synthetic())
+    files = sorted(p.name for p in run.path.iterdir())
+    assert files == ["config.json", "metrics.jsonl", "model.json", "model.safetensors", "results.json"]
+    cfg = json.loads((run.path / "config.json").read_text())
+    assert cfg["spec"] == "conv8-pool-flatten-dense2" and cfg["versions"]["torch"].startswith("2.13")
+    assert cfg["settings"]["batch_size"] == RECIPES["fast"].batch_size
+    lines = (run.path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2]
+    assert run.results["test_accuracy"] >= 0.9 and run.results["epochs_run"] == 2
+    again = open_run("bars", tmp_path)
+    model = again.load_model()
+    assert torch.equal(model.layers[0].weight, run.load_model().layers[0].weight)
+    assert not any(p.suffix in (".pt", ".pth", ".pkl") for p in run.path.iterdir())
+
+
+def test_bad_config_leaves_no_run_directory(tmp_path):
+    for cfg in (TrainConfig(epochs=0, runs_dir=str(tmp_path)), TrainConfig(batch_size=-1, runs_dir=str(tmp_path)),
+                TrainConfig(model="conv64-pool-dense", runs_dir=str(tmp_path)),
+                TrainConfig(val_split=0, early_stopping=2, runs_dir=str(tmp_path))):
+        with pytest.raises(ConvlensError):
+            train(cfg, data=synthetic())
+    with pytest.raises(ConvlensError, match="output layer needs 2 units"):
+        train(TrainConfig(model="seed", runs_dir=str(tmp_path)), data=synthetic())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_early_stopping_restores_the_best_weights():
+    torch.manual_seed(0)
+    data = synthetic(256)
+    # Memorise noisy labels with a large constant lr: validation loss soon rises.
+    data.train_y = torch.randint(0, 2, data.train_y.shape, generator=torch.Generator().manual_seed(1))
+    r = RECIPES["keras"]
+    model = build_model("flatten-dense256-dense2", (1, 28, 28), 2)
+    snapshots = {}
+    hist = fit(model, data, r, epochs=30, early_stopping=2,
+               on_epoch=lambda rec: snapshots.__setitem__(rec["epoch"], model.layers[1].weight.detach().clone()))
+    assert hist.stopped_early and len(hist.epochs) == hist.best_epoch + 2
+    assert torch.equal(model.layers[1].weight, snapshots[hist.best_epoch])
+
+
+def test_interrupt_keeps_what_was_trained(tmp_path):
+    calls = []
+
+    def on_step(done, total):
+        calls.append(done)
+        if len(calls) == total + 3:     # a few steps into epoch 2
+            raise KeyboardInterrupt
+    run = train(TrainConfig(model="conv8-pool-flatten-dense2", epochs=5, runs_dir=str(tmp_path), name="cut"),
+                data=synthetic(), on_step=on_step)
+    assert run.results["interrupted"] and run.results["epochs_run"] == 1
+    assert (run.path / "model.safetensors").exists()
+
+
+def test_overfitting_note_names_the_epoch():
+    epochs = [{"loss": l, "val_loss": v} for l, v in
+              [(0.45, 0.35), (0.30, 0.29), (0.25, 0.26), (0.21, 0.25), (0.18, 0.27), (0.15, 0.30), (0.12, 0.33)]]
+    note = overfitting_note(epochs)
+    assert "rising since epoch 5" in note and "lowest 0.2500 at epoch 4" in note
+    assert overfitting_note(epochs[:4]) is None
+
+
+def test_onecycle_schedule_shape():
+    r = RECIPES["fast"]
+    total = 1000
+    lrs = [lr_at(s, total, r) for s in range(total + 1)]
+    peak = max(lrs)
+    assert math.isclose(peak, r.lr) and lrs.index(peak) == round(total * r.warmup)
+    assert lrs[0] < 0.1 * r.lr and lrs[-1] == 0.0
+    assert all(lr_at(s, total, RECIPES["keras"]) == 1e-3 for s in (0, 500, 1000))
