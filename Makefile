@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test test-fast venv bench clean
+.PHONY: run test test-fast venv bench bench-keras clean
 
 # The virtual environment with pinned dependencies; torch==2.13.0 is the CPU wheel on this
 # machine's disk (a looser pin would pull a multi-GB CUDA build).
@@ -27,8 +27,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The speed benchmark (benchmarks/RESULTS.md). The seed's Keras code needs TensorFlow, kept in
+# its own environment so that it never touches the one the tests use.
 bench: $(STAMP)
 	$(BIN)/convlens bench
 
+bench-keras:
+	$(PY) -m venv .venv-keras
+	.venv-keras/bin/pip install --quiet --disable-pip-version-check tensorflow-cpu==2.21.0
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-keras build *.egg-info src/*.egg-info .pytest_cache

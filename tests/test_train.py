@@ -99,5 +99,21 @@ def test_onecycle_schedule_shape():
     lrs = [lr_at(s, total, r) for s in range(total + 1)]
     peak = max(lrs)
     assert math.isclose(peak, r.lr) and lrs.index(peak) == round(total * r.warmup)
-    assert lrs[0] < 0.1 * r.lr and lrs[-1] == 0.0
+    assert math.isclose(lrs[0], r.lr / 25) and lrs[-1] < 1e-5 * r.lr
+    assert all(a <= b for a, b in zip(lrs[:250], lrs[1:251])) and all(a >= b for a, b in zip(lrs[250:], lrs[251:]))
     assert all(lr_at(s, total, RECIPES["keras"]) == 1e-3 for s in (0, 500, 1000))
+
+
+@pytest.mark.parametrize("spec", ["seed", "dense", "conv8k5s2-flatten-dense10"])
+def test_folded_normalisation_computes_the_same_function(spec):
+    """Training on (x - mean) / std and folding it into the first layer changes nothing downstream."""
+    from convlens.train import can_fold_normalization, fold_normalization
+    torch.manual_seed(0)
+    model = build_model(spec).double()
+    assert can_fold_normalization(model)
+    x = torch.rand(5, 1, 28, 28, dtype=torch.float64)
+    mean, std = torch.tensor([0.286]), torch.tensor([0.353])
+    expected = model((x - mean.double()) / std.double())
+    fold_normalization(model, mean.double(), std.double())
+    assert torch.allclose(model(x), expected, atol=1e-9)
+    assert not can_fold_normalization(build_model("conv8p1-flatten-dense10"))

@@ -13,7 +13,7 @@ from .data import Dataset, load_dataset
 from .images import load_image
 from .models import ConvNet
 from .runs import Run
-from .train import pick_device, pick_precision, predict_logits
+from .train import pick_device, pick_precision, predict_logits, set_threads
 
 
 @dataclass
@@ -80,11 +80,14 @@ class Evaluation:
 
 
 def evaluate(model: ConvNet, x_u8: torch.Tensor, y: torch.Tensor, classes: list[str],
-             precision: torch.dtype | None = None, batch_size: int = 1000) -> Evaluation:
-    """Metrics of `model` on uint8 images `x_u8` (N, C, H, W) with labels `y`."""
+             precision: torch.dtype | None = None, batch_size: int = 1000, tta: bool = False) -> Evaluation:
+    """Metrics of `model` on uint8 images `x_u8` (N, C, H, W) with labels `y`.
+
+    tta: average each image's prediction with its mirror image's (flip test-time augmentation).
+    """
     device = next(model.parameters()).device
     precision = precision or pick_precision("auto", device)
-    logits = predict_logits(model, x_u8, batch_size, precision)
+    logits = predict_logits(model, x_u8, batch_size, precision, tta=tta)
     y = y.to(logits.device)
     loss = F.cross_entropy(logits, y).item()
     pred = logits.argmax(1)
@@ -95,14 +98,15 @@ def evaluate(model: ConvNet, x_u8: torch.Tensor, y: torch.Tensor, classes: list[
 
 
 def evaluate_run(run: Run, data: Dataset | None = None, device: str = "auto", precision: str = "auto",
-                 data_dir: str | None = None) -> Evaluation:
+                 data_dir: str | None = None, tta: bool = False) -> Evaluation:
     """Evaluate a run's model on its dataset's test split."""
     dev = pick_device(device)
+    set_threads()
     model = run.load_model(dev)
     if data is None:
         data = load_dataset(run.config.get("dataset", "fashion-mnist"), data_dir or run.config.get("data_dir"),
                             val_split=0.0)
-    return evaluate(model, data.test_x, data.test_y, run.classes, pick_precision(precision, dev))
+    return evaluate(model, data.test_x, data.test_y, run.classes, pick_precision(precision, dev), tta=tta)
 
 
 @dataclass

@@ -73,7 +73,7 @@ def read_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
     return img
 
 
-def _flatten_alpha(img: Image.Image) -> Image.Image:
+def flatten_alpha(img: Image.Image) -> Image.Image:
     """Composite transparency onto white, so a cut-out object reads as object on light background."""
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
@@ -88,7 +88,7 @@ def prepare_image(img: Image.Image, size: tuple[int, int] = (28, 28), channels: 
 
     invert: None decides from the border (light background -> invert), True/False forces it.
     """
-    img = _flatten_alpha(ImageOps.exif_transpose(img) or img)
+    img = flatten_alpha(ImageOps.exif_transpose(img) or img)
     gray = np.asarray(img.convert("L"), dtype=np.float32)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if invert is None:

@@ -200,7 +200,8 @@ def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_
             why = f"mean over {shape[1]}×{shape[2]} per channel, no parameters"
         elif l.kind == "flatten":
             out = (math.prod(shape),)
-            why = f"{'×'.join(map(str, shape))} = {_fmt(out[0])} values in a row, no parameters"
+            hwc = "×".join(map(str, shape[1:] + shape[:1])) if len(shape) == 3 else str(shape[0])
+            why = f"{hwc} = {_fmt(out[0])} values in a row, no parameters"
         elif l.kind == "dropout":
             out = shape
             why = f"zeroes {l.rate:g} of the values while training, no parameters"

@@ -27,6 +27,8 @@ from .errors import RunError
 from .models import ConvNet, build_model
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")   # pickle protocol 2+ / torch.save's zip archive
 
 
@@ -34,6 +36,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write bytes so that `path` is either the old file or the whole new one, never a torn mix."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)      # mkstemp makes 0600; a run is as readable as any file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -37,18 +37,23 @@ class Recipe:
     name: str
     batch_size: int          # images per optimizer step
     lr: float                # peak learning rate of Adam
-    schedule: str            # "constant", or "onecycle": linear warm-up to lr, then linear decay to ~0
+    schedule: str            # "constant", or "onecycle": cosine warm-up from lr/25 to lr, cosine decay to ~0
     warmup: float            # fraction of all steps spent warming up (onecycle)
     label_smoothing: float   # share of the target mass spread over all classes
     init: str                # "torch" (Kaiming-uniform) or "glorot" (Keras's default, zero biases)
     eps: float               # Adam epsilon (Keras 1e-7, PyTorch 1e-8)
     val_split: float | None  # None: the command's --val-split; a number forces it (keras: all 60,000)
+    normalize: bool = False  # train on (pixel - mean) / std, folded into the first layer afterwards
+    flip: bool = False       # mirror half of each batch left-right (clothes are left-right symmetric)
 
 
 RECIPES = {
-    # Tuned for least wall time to the seed's 91.28 % (benchmarks/RESULTS.md).
-    "fast": Recipe("fast", batch_size=64, lr=2e-3, schedule="onecycle", warmup=0.25,
-                   label_smoothing=0.0, init="torch", eps=1e-8, val_split=None),
+    # Least wall time to the seed's 91.28 % on the 2-core CPU (benchmarks/RESULTS.md): 3 epochs.
+    "fast": Recipe("fast", batch_size=64, lr=4e-3, schedule="onecycle", warmup=0.15, label_smoothing=0.1,
+                   init="glorot", eps=1e-8, val_split=None, normalize=True),
+    # The same, also trained on mirror images; reports flip test-time augmentation beside the plain score.
+    "flip": Recipe("flip", batch_size=64, lr=4e-3, schedule="onecycle", warmup=0.15, label_smoothing=0.1,
+                   init="glorot", eps=1e-8, val_split=None, normalize=True, flip=True),
     # The seed notebook exactly: Adam(1e-3) constant, batch 32, every training image.
     "keras": Recipe("keras", batch_size=32, lr=1e-3, schedule="constant", warmup=0.0,
                     label_smoothing=0.0, init="glorot", eps=1e-7, val_split=0.0),
@@ -72,6 +77,7 @@ class TrainConfig:
     device: str = "auto"              # auto | cpu | cuda
     precision: str = "auto"           # auto | fp32 | bf16
     threads: int = 0                  # CPU threads; 0 = one per core
+    compile: bool = False             # torch.compile the model (compile time counts as training time)
     runs_dir: str = "runs"
     name: str | None = None           # run directory name; None: MODEL-DATE-TIME
 
@@ -120,6 +126,25 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def tune_allocator() -> None:
+    """Keep freed memory in the process instead of returning it to the OS.
+
+    glibc serves blocks over 128 KiB with mmap and unmaps them on free, so every training
+    step page-faults its activations afresh (a 26×26×64 bf16 batch of 128 is 11 MB); the
+    kernel zeroing those pages cost ~40 % of a step here. Raising the thresholds makes
+    the heap reuse them: 1.8× faster steps on this machine (benchmarks/PROFILE.md).
+    """
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:       # not glibc (macOS, musl): nothing to tune
+        return
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)   # glibc's maximum on 64-bit
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    libc.mallopt(M_TOP_PAD, 64 << 20)
+
+
 def cpu_has_bf16() -> bool:
     """True where the CPU does bf16 matrix work natively (AVX-512 BF16 or AMX)."""
     try:
@@ -139,6 +164,7 @@ def set_threads(threads: int = 0) -> int:
     """One intra-op thread per core (hyper-threads only add contention for these kernels)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(threads or cores)
+    tune_allocator()
     return torch.get_num_threads()
 
 
@@ -146,22 +172,69 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
-def to_input(x_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float in [0, 1], channels_last, on `device` (the seed's /255 and reshape)."""
-    x = x_u8.to(device, non_blocking=True).float().mul_(1 / 255)
+Norm = tuple[torch.Tensor, torch.Tensor]   # per-channel (scale, shift): x = pixel * scale - shift
+
+
+def to_input(x_u8: torch.Tensor, device: torch.device, norm: Norm | None = None) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float in [0, 1] (or normalised), channels_last, on `device`.
+
+    This is the seed's `reshape(-1, 28, 28, 1)` and `/ 255.`, done for the user.
+    """
+    x = x_u8.to(device, non_blocking=True).float()
+    x = x.mul_(1 / 255) if norm is None else x.mul_(norm[0]).sub_(norm[1])
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def channel_stats(x_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (Fashion-MNIST: 0.286, 0.353)."""
+    x = x_u8.transpose(0, 1).reshape(x_u8.shape[1], -1).double() / 255
+    return x.mean(1).float(), x.std(1).clamp_min(1e-3).float()
+
+
+def can_fold_normalization(model: ConvNet) -> bool:
+    """Normalisation folds exactly into a first conv without padding, or a dense right after flatten."""
+    first = model.infos[0].spec
+    return (first.kind == "conv" and first.padding == 0) or (
+        first.kind == "flatten" and len(model.infos) > 1 and model.infos[1].spec.kind == "dense")
+
+
+@torch.no_grad()
+def fold_normalization(model: ConvNet, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Rewrite the first layer so that it takes [0, 1] pixels and computes what it computed on
+    (pixel - mean) / std: W' = W / std, b' = b - Σ W · mean / std."""
+    if model.infos[0].spec.kind == "conv":
+        layer = model.layers[0]
+        mean, std = mean.to(layer.weight), std.to(layer.weight)
+        layer.bias -= (layer.weight * (mean / std)[None, :, None, None]).sum(dim=(1, 2, 3))
+        layer.weight /= std[None, :, None, None]
+    else:
+        layer = model.layers[1]
+        per_pixel = math.prod(model.input_shape[1:])
+        mean_v = mean.to(layer.weight).repeat_interleave(per_pixel)
+        std_v = std.to(layer.weight).repeat_interleave(per_pixel)
+        layer.bias -= layer.weight @ (mean_v / std_v)
+        layer.weight /= std_v[None, :]
+
+
 def predict_logits(model: nn.Module, x_u8: torch.Tensor, batch_size: int = 1000,
-                   precision: torch.dtype = torch.float32) -> torch.Tensor:
-    """Float32 logits (N, classes) for uint8 images, in eval mode, without gradients."""
+                   precision: torch.dtype = torch.float32, norm: Norm | None = None,
+                   tta: bool = False) -> torch.Tensor:
+    """Float32 logits (N, classes) for uint8 images, in eval mode, without gradients.
+
+    tta: average the softmax of each image and its mirror image (returned as log-probabilities).
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     outs = []
     with torch.inference_mode(), autocast(device, precision):
         for i in range(0, len(x_u8), batch_size):
-            outs.append(model(to_input(x_u8[i:i + batch_size], device)).float())
+            x = to_input(x_u8[i:i + batch_size], device, norm)
+            if tta:
+                probs = (model(x).float().softmax(1) + model(x.flip(3)).float().softmax(1)) / 2
+                outs.append(probs.log())
+            else:
+                outs.append(model(x).float())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0, getattr(model, "num_classes", 0))
 
@@ -180,13 +253,17 @@ def init_weights(model: ConvNet, init: str) -> None:
 
 
 def lr_at(step: int, total: int, r: Recipe) -> float:
-    """Learning rate for optimizer step `step` of `total`."""
+    """Learning rate for optimizer step `step` of `total` (one-cycle as torch's OneCycleLR draws it)."""
     if r.schedule == "constant":
         return r.lr
     warm = max(1, round(total * r.warmup))
-    if step < warm:
-        return r.lr * (0.04 + 0.96 * step / warm)
-    return r.lr * max(0.0, (total - step) / max(1, total - warm))
+    start, end = r.lr / 25, r.lr / 25 / 1e4
+
+    def cosine(a: float, b: float, t: float) -> float:
+        return b + (a - b) * (1 + math.cos(math.pi * min(1.0, t))) / 2
+    if step <= warm:
+        return cosine(start, r.lr, step / warm)
+    return cosine(r.lr, end, (step - warm) / max(1, total - warm))
 
 
 # ---------------------------------------------------------------------------
@@ -202,7 +279,7 @@ class History:
 
 
 def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, early_stopping: int = 0,
-        precision: torch.dtype = torch.float32,
+        precision: torch.dtype = torch.float32, compile: bool = False,
         on_epoch: Callable[[dict], None] | None = None,
         on_step: Callable[[int, int], None] | None = None) -> History:
     """Train `model` in place on data.train, validating on data.val after each epoch.
@@ -210,9 +287,16 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
     With early_stopping = P, stops after P epochs without a lower validation loss and
     restores the best weights (Keras's EarlyStopping(restore_best_weights=True)).
     Ctrl-C ends training after the current step; what was trained is kept.
+    compile: run the steps through torch.compile; its compile time lands in epoch 1's time.
     """
     device = next(model.parameters()).device
+    forward = torch.compile(model) if compile else model
     x_train, y_train = data.train_x.to(device), data.train_y.to(device)
+    norm, stats = None, None
+    if r.normalize and can_fold_normalization(model):
+        stats = channel_stats(data.train_x)
+        norm = ((1 / (255 * stats[1])).view(1, -1, 1, 1).to(device),
+                (stats[0] / stats[1]).view(1, -1, 1, 1).to(device))
     n, bs = len(y_train), r.batch_size
     steps_per_epoch = math.ceil(n / bs)
     total = epochs * steps_per_epoch
@@ -231,9 +315,12 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
             for i in range(0, n, bs):
                 # 1. batch  2. forward  3. loss  4. backward + step  5. schedule
                 idx = perm[i:i + bs]
-                x, y = to_input(x_train[idx], device), y_train[idx]
+                x, y = to_input(x_train[idx], device, norm), y_train[idx]
+                if r.flip:
+                    mirror = (torch.rand(len(idx), generator=gen) < 0.5).to(device).view(-1, 1, 1, 1)
+                    x = torch.where(mirror, x.flip(3), x)
                 with autocast(device, precision):
-                    logits = model(x)
+                    logits = forward(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -251,7 +338,7 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
                       "lr": lr_at(step - 1, total, r), "time_s": round(elapsed, 3)}
             if len(data.val_y):
                 record["val_loss"], record["val_accuracy"] = loss_and_accuracy(
-                    predict_logits(model, data.val_x, precision=precision), data.val_y)
+                    predict_logits(model, data.val_x, precision=precision, norm=norm), data.val_y)
                 if record["val_loss"] < best_loss:
                     best_loss, hist.best_epoch = record["val_loss"], epoch
                     if early_stopping:
@@ -266,23 +353,34 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
         hist.interrupted = True
     if best_state is not None and hist.best_epoch != len(hist.epochs):
         model.load_state_dict(best_state)
+    if stats is not None:
+        fold_normalization(model, *stats)
     return hist
 
 
-def overfitting_note(epochs: list[dict]) -> str | None:
-    """The seed's 20-epoch observation, from the numbers: validation loss rising since epoch k
-    while training loss kept falling. None when that is not what the curves show."""
+def overfitting_onset(epochs: list[dict]) -> int | None:
+    """The epoch (1-based) from which validation loss rose while training loss kept falling:
+    the one after the lowest validation loss, when at least two epochs followed it and the
+    last validation loss is >2 % above the lowest. None when the curves show no such thing."""
     vals = [e.get("val_loss") for e in epochs]
     if len(epochs) < 3 or any(v is None for v in vals):
         return None
-    best = int(np.argmin(vals))
-    last = len(epochs) - 1
+    best, last = int(np.argmin(vals)), len(epochs) - 1
     if best >= last - 1 or epochs[last]["loss"] >= epochs[best]["loss"] or vals[last] <= vals[best] * 1.02:
         return None
-    return (f"overfitting: validation loss has been rising since epoch {best + 2} "
-            f"(lowest {vals[best]:.4f} at epoch {best + 1}, now {vals[last]:.4f}) while training loss "
-            f"kept falling ({epochs[best]['loss']:.4f} → {epochs[last]['loss']:.4f}); "
-            f"--early-stopping 2 would have kept epoch {best + 1}'s weights")
+    return best + 2
+
+
+def overfitting_note(epochs: list[dict]) -> str | None:
+    """The seed's 20-epoch observation, said with this run's numbers (None when it does not apply)."""
+    onset = overfitting_onset(epochs)
+    if onset is None:
+        return None
+    best, last = epochs[onset - 2], epochs[-1]
+    return (f"overfitting: validation loss has been rising since epoch {onset} "
+            f"(lowest {best['val_loss']:.4f} at epoch {onset - 1}, now {last['val_loss']:.4f}) while training loss "
+            f"kept falling ({best['loss']:.4f} → {last['loss']:.4f}); "
+            f"--early-stopping 2 would have kept epoch {onset - 1}'s weights")
 
 
 def git_revision() -> str | None:
@@ -345,13 +443,17 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None,
 
         wall = time.perf_counter()
         hist = fit(model, data, r, config.epochs, config.seed, config.early_stopping, precision,
-                   record_epoch, on_step)
+                   config.compile, record_epoch, on_step)
         if not hist.epochs:
             raise KeyboardInterrupt if hist.interrupted else ConvlensError("training produced no epoch")
         save_weights(path / "model.safetensors", model)
         test_loss, test_acc = loss_and_accuracy(predict_logits(model, data.test_x, precision=precision), data.test_y)
+        tta = {}
+        if r.flip:   # trained on mirror images too: report the mirror-averaged test accuracy beside it
+            tta = {"test_accuracy_tta": loss_and_accuracy(
+                predict_logits(model, data.test_x, precision=precision, tta=True), data.test_y)[1]}
         write_json(path / "results.json", {
-            "test_loss": test_loss, "test_accuracy": test_acc, "epochs_run": len(hist.epochs),
+            "test_loss": test_loss, "test_accuracy": test_acc, **tta, "epochs_run": len(hist.epochs),
             "best_epoch": hist.best_epoch, "stopped_early": hist.stopped_early, "interrupted": hist.interrupted,
             "restored_best": bool(config.early_stopping and hist.best_epoch != len(hist.epochs)),
             "train_time_s": round(hist.train_time_s, 3), "wall_time_s": round(time.perf_counter() - wall, 3),

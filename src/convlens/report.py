@@ -1,0 +1,307 @@
+"""The HTML report: one self-contained page that works offline.
+
+Images are embedded as data: URLs, the CSS is inline, there is no script, and a
+Content-Security-Policy forbids the page from loading anything else, so the file can be
+mailed, archived or opened on a machine without network and look the same.
+
+Bodies are assembled from the helpers below. Each returns `Html`, a str that is already safe;
+`esc` escapes any other value, so text that came from a user, a file name or a class name is
+always escaped exactly once.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+
+# No network, no script: images only from data: URLs, styles only from the <style> element.
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+CSS = """
+:root { color-scheme: light; }
+* { box-sizing: border-box; }
+body { margin: 0; background: #fff; color: #1f2328;
+       font: 16px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", "DejaVu Sans", Arial,
+             sans-serif; }
+main { max-width: 1100px; margin: 0 auto; padding: 2rem 1.25rem 4rem; }
+h1 { font-size: 1.9rem; line-height: 1.2; margin: 0 0 .3rem; }
+.subtitle { color: #57606a; margin: 0 0 1.75rem; }
+nav.toc { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; padding: .8rem 1.25rem;
+          margin: 0 0 2rem; }
+nav.toc h2 { font-size: 1rem; margin: 0 0 .4rem; }
+nav.toc ol { margin: 0; padding-left: 1.5rem; columns: 2 18rem; }
+section { margin: 2.75rem 0 0; scroll-margin-top: 1rem; }
+section > h2 { font-size: 1.4rem; margin: 0 0 .8rem; padding-bottom: .3rem; border-bottom: 1px solid #d0d7de; }
+h3 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }
+p { margin: .6rem 0; max-width: 75ch; }
+a { color: #0969da; }
+img { max-width: 100%; height: auto; }
+figure { margin: 1rem 0 1.5rem; }
+figcaption { color: #57606a; font-size: .9rem; margin-top: .3rem; max-width: 75ch; }
+table { border-collapse: collapse; margin: 1rem 0; font-variant-numeric: tabular-nums; display: block;
+        overflow-x: auto; max-width: 100%; }
+th, td { border: 1px solid #d0d7de; padding: .3rem .65rem; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; font-weight: 600; }
+.right { text-align: right; } .center { text-align: center; }
+pre { background: #f6f8fa; border-radius: 6px; padding: .8rem 1rem; overflow-x: auto;
+      font: 13px/1.45 ui-monospace, SFMono-Regular, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
+.back { font-size: .85rem; margin-top: 1rem; }
+footer { color: #57606a; font-size: .85rem; margin-top: 4rem; border-top: 1px solid #d0d7de; padding-top: .75rem; }
+@media print { nav.toc { break-after: page; } figure, table { break-inside: avoid; } .back { display: none; } }
+""".strip()
+
+
+class Html(str):
+    """A string of HTML that is already safe: `esc` passes it through unchanged."""
+
+
+@dataclass(frozen=True)
+class Section:
+    """One titled part of the report. body is HTML built with the helpers here (trusted as is);
+    id is the anchor the table of contents links to, derived from the title when empty."""
+    title: str
+    body: str
+    id: str = ""
+
+
+def esc(text) -> Html:
+    """text as HTML-escaped text (quotes too, so it is safe in attributes); Html stays as is."""
+    return text if isinstance(text, Html) else Html(escape(str(text), quote=True))
+
+
+def img_tag(png: bytes, alt: str, width: int | None = None) -> Html:
+    """An <img> with the PNG embedded as a data: URL; width in CSS pixels (it still shrinks to fit)."""
+    data = base64.b64encode(png).decode("ascii")
+    size = f' width="{int(width)}"' if width is not None else ""
+    return Html(f'<img src="data:image/png;base64,{data}" alt="{esc(alt)}"{size}>')
+
+
+def figure_html(png: bytes, caption: str, alt: str | None = None, width: int | None = None) -> Html:
+    """An embedded image with a caption under it."""
+    return Html(f"<figure>{img_tag(png, alt or caption, width)}<figcaption>{esc(caption)}</figcaption></figure>")
+
+
+def table_html(head: Sequence[str], rows: Sequence[Sequence], align: Sequence[str] | None = None) -> Html:
+    """A table; cells are escaped unless they are Html (e.g. an img_tag thumbnail).
+    align: one of "left", "right", "center" per column (numbers read best right-aligned)."""
+    def cls(j: int) -> str:
+        a = align[j] if align and j < len(align) else "left"
+        if a not in ("left", "right", "center"):
+            raise ValueError(f"table_html: align must be left, right or center, got {a!r}")
+        return "" if a == "left" else f' class="{a}"'
+    th = "".join(f"<th{cls(j)}>{esc(h)}</th>" for j, h in enumerate(head))
+    body = "".join("<tr>" + "".join(f"<td{cls(j)}>{esc(c)}</td>" for j, c in enumerate(row)) + "</tr>"
+                   for row in rows)
+    return Html(f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def pre(text: str) -> Html:
+    """Preformatted monospace text (a summary table, a config), escaped."""
+    return Html(f"<pre>{esc(text)}</pre>")
+
+
+def paragraph(text: str) -> Html:
+    """A paragraph of escaped text."""
+    return Html(f"<p>{esc(text)}</p>")
+
+
+def _anchor(text: str) -> str:
+    """A readable id: lower case letters, digits and hyphens ('Confusion matrix' -> 'confusion-matrix')."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
+
+
+def render_report(title: str, subtitle: str, sections: Sequence[Section]) -> str:
+    """The whole report as one HTML5 document: header, table of contents, sections, footer."""
+    taken = {"top", "contents"}
+    ids = []
+    for s in sections:
+        base = _anchor(s.id or s.title)
+        anchor, n = base, 2
+        while anchor in taken:                      # two sections called "conv2" get conv2, conv2-2
+            anchor, n = f"{base}-{n}", n + 1
+        taken.add(anchor)
+        ids.append(anchor)
+    toc = "".join(f'<li><a href="#{a}">{esc(s.title)}</a></li>' for a, s in zip(ids, sections))
+    body = "\n".join(f'<section id="{a}">\n<h2>{esc(s.title)}</h2>\n{s.body}\n'
+                     f'<p class="back"><a href="#top">back to top</a></p>\n</section>'
+                     for a, s in zip(ids, sections))
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<meta name="generator" content="convlens">
+<title>{esc(title)}</title>
+<style>
+{CSS}
+</style>
+</head>
+<body>
+<main>
+<header id="top">
+<h1>{esc(title)}</h1>
+<p class="subtitle">{esc(subtitle)}</p>
+</header>
+<nav class="toc" id="contents" aria-label="Contents">
+<h2>Contents</h2>
+<ol>{toc}</ol>
+</nav>
+{body}
+<footer>Made by convlens. Everything is in this one file: it works offline.</footer>
+</main>
+</body>
+</html>
+"""
+
+
+# ---------------------------------------------------------------------------
+# A run's report: everything convlens knows about it, on one offline page
+
+def build_run_report(run, data, lab_index: int = 0, inspect_index: int = 0, compare_images=(0, 7, 26),
+                     filter_index: int = 6) -> str:
+    """The HTML of a run's report: model, curves, test metrics, mistakes, kernels, feature maps, lab."""
+    from . import figures
+    from .compare import curve_series
+    from .convolution import convolution_lab
+    from .evaluate import evaluate
+    from .inspect import activations, filter_across_images, grad_cam, kernels, most_confident_mistakes, saliency, top_k
+    from .models import layer_infos
+    from .summary import summarize
+
+    model = run.load_model()
+    info = run.model_info
+    classes = run.classes
+    res = run.results
+    summary = summarize(info["spec"], tuple(info["input_shape"]), len(classes))
+    sections = []
+
+    # 1. The model, with the arithmetic behind every parameter count
+    rows = [[l.name, l.type, l.spec.token, _shape(l.out_shape), f"{l.params:,}", l.arithmetic, f"{l.mult_adds:,}"]
+            for l in summary.layers]
+    body = table_html(["layer", "type", "token", "output", "params", "why that many", "mult-adds"], rows,
+                      ["left", "left", "left", "left", "right", "left", "right"])
+    body += paragraph(f"Spec {info['spec']} · total {summary.total_params:,} parameters "
+                      f"({summary.trainable_params:,} trainable) · {summary.mult_adds:,} multiply-adds per image. "
+                      "Pooling and flatten layers have no parameters.")
+    sections.append(Section("Model", body))
+
+    # 2. Curves, with the overfitting onset and best epoch marked
+    series = curve_series(run)
+    body = figure_html(figures.curves([series]), "Training (solid) and validation (dashed) loss and accuracy per epoch.")
+    if res.get("overfitting"):
+        body += paragraph("Note: " + res["overfitting"])
+    elif series["val_loss"]:
+        body += paragraph("No overfitting in these epochs: validation loss did not rise while training loss fell.")
+    sections.append(Section("Training curves", body))
+
+    # 3. Test metrics
+    ev = evaluate(model, data.test_x, data.test_y, classes)
+    per_class = [[c, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", f"{int(n):,}"]
+                 for c, p, r, f, n in zip(classes, ev.precision, ev.recall, ev.f1, ev.confusion.sum(1))]
+    body = paragraph(f"{len(ev.labels):,} test images · loss {ev.loss:.4f} · accuracy {ev.accuracy:.2%}"
+                     + (f" · with flip test-time augmentation {res['test_accuracy_tta']:.2%}"
+                        if "test_accuracy_tta" in res else ""))
+    body += table_html(["class", "precision", "recall", "F1", "images"], per_class,
+                       ["left", "right", "right", "right", "right"])
+    body += figure_html(figures.per_class_bars(ev.recall, classes, "accuracy per class (recall)", "recall"),
+                        "Share of each class's test images classified correctly.")
+    body += figure_html(figures.confusion_matrix(ev.confusion, classes), "Confusion matrix, counts.")
+    body += figure_html(figures.confusion_matrix(ev.confusion, classes, normalize=True),
+                        "Confusion matrix, each row divided by its class's images.")
+    pairs = ev.most_confused()
+    if pairs:
+        body += paragraph("Most confused: " + "; ".join(f"{t} → {p} ({n})" for t, p, n in pairs))
+    sections.append(Section("Test results", body))
+
+    # 4. The most confident mistakes
+    idx = most_confident_mistakes(ev.probabilities, ev.labels, k=24)
+    if len(idx):
+        imgs = data.test_x[idx, 0].numpy()
+        caps = [f"#{i} true: {classes[ev.labels[i]]}\npred: {classes[ev.predictions[i]]} "
+                f"({ev.probabilities[i].max():.2f})" for i in idx]
+        sections.append(Section("Misclassified", figure_html(
+            figures.gallery(imgs, caps, "most confidently misclassified test images"),
+            "Wrong predictions the model was surest of.")))
+
+    # 5. Kernels of every conv layer
+    conv = [l for l in layer_infos(info["spec"], tuple(info["input_shape"]), len(classes)) if l.spec.kind == "conv"]
+    if conv:
+        body = Html("")
+        for n in range(len(conv)):
+            ks = kernels(model, n)
+            o, i, k, _ = ks.weights.shape
+            body += figure_html(figures.kernel_grid(ks.weights, f"{ks.layer}: {o} kernels {k}×{k}×{i}",
+                                                    summary="per_input"),
+                                f"{ks.layer}: the learned numbers inside the filters, one tile per kernel"
+                                + (" and input channel (first 8 inputs)" if i > 1 else "") + ".")
+        sections.append(Section("Kernels", body))
+
+    # 6. Feature maps of one image, the filter across images and layers, and an explanation
+    image = data.test_x[inspect_index]
+    label = classes[int(data.test_y[inspect_index])]
+    body = paragraph(f"Test image {inspect_index} ({label}); predicted: "
+                     + ", ".join(f"{c} {p:.1%}" for c, p in top_k(model, image, classes, k=3)))
+    for layer in activations(model, image):
+        if layer.output.ndim == 3:
+            body += figure_html(figures.feature_map_grid(layer.output, f"{layer.name} ({layer.type}) {layer.shape}"),
+                                f"{layer.name}: all {layer.output.shape[0]} output maps.")
+    if conv:
+        chans = min(l.out_shape[0] for l in layer_infos(info["spec"], tuple(info["input_shape"]), len(classes))
+                    if l.spec.kind in ("conv", "maxpool"))
+        f_idx = filter_index if filter_index < chans else 0
+        chosen = [i for i in compare_images if i < len(data.test_y)]
+        grid = filter_across_images(model, data.test_x[chosen], f_idx)
+        rows_l = [f"#{i} {classes[int(data.test_y[i])]}" for i in chosen]
+        body += figure_html(figures.filter_comparison(grid.maps, rows_l, grid.col_labels,
+                                                      f"filter {f_idx} across layers"),
+                            f"The study note's figure: filter {f_idx} on several test images (rows) "
+                            "through the conv and pooling layers (columns).")
+        cam = grad_cam(model, image, method="layercam")
+        body += figure_html(figures.explanation(image[0].numpy() / 255, saliency(model, image), cam.cam,
+                                                top_k(model, image, classes, k=3), true_label=label,
+                                                layer_name=f"{cam.layer}, LayerCAM"),
+                            "Where the prediction comes from: gradient saliency, and LayerCAM (Grad-CAM with a "
+                            "weight per position) on the last conv layer. Plain Grad-CAM's one weight per filter "
+                            "lands on the background behind this flatten-dense head: `convlens explain --cam gradcam`.")
+    sections.append(Section("Feature maps", body))
+
+    # 7. The convolution lab on a sample: sum(pixel × kernel), then max pooling
+    sample = data.test_x[lab_index, 0].numpy()
+    body = Html("")
+    for kernel in ("vertical", "horizontal"):
+        lab = convolution_lab(sample, kernel)
+        px = lab.pixel
+        body += figure_html(figures.convolution_lab(lab.image, lab.kernel, lab.kernel_name, lab.result, lab.pooled,
+                                                    lab.shapes, pixel=(px.row, px.col), patch_origin=(px.top, px.left),
+                                                    arithmetic_text=px.text()),
+                            f"The {kernel}-edge kernel on test image {lab_index}: {lab.shapes}; the reference sum "
+                            f"equals torch's conv2d to {lab.torch_max_diff:.1e}.")
+    sections.append(Section("Convolution lab", body))
+
+    cfg = run.config
+    subtitle = (f"{cfg.get('model', info['spec'])} · {info.get('dataset', '')} · {res.get('epochs_run', '?')} epochs · "
+                f"test accuracy {res.get('test_accuracy', float('nan')):.2%} · recipe {cfg.get('recipe', '')}")
+    return render_report(f"convlens report: {run.name}", subtitle, sections)
+
+
+def _shape(shape) -> str:
+    from .summary import shape_text
+    return shape_text(tuple(shape))
+
+
+def write_run_report(run, out=None, data=None, data_dir=None):
+    """Write RUN/report.html (or `out`) atomically; returns its path."""
+    from pathlib import Path
+
+    from .data import load_dataset
+    from .runs import write_atomic
+    if data is None:
+        data = load_dataset(run.config.get("dataset", "fashion-mnist"), data_dir or run.config.get("data_dir"),
+                            val_split=0.0)
+    path = Path(out) if out else run.path / "report.html"
+    write_atomic(path, build_run_report(run, data).encode())
+    return path
