@@ -53,3 +53,13 @@ def run_cli(*args, cwd=None, env=None, timeout=300):
     p = subprocess.run([sys.executable, "-m", "convlens", *map(str, args)], capture_output=True, text=True,
                        cwd=cwd, env=full_env, timeout=timeout)
     return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, small_data_dir):
+    """A seed-model run trained for 2 epochs on the 3,000-image real subset (a few seconds)."""
+    from convlens import TrainConfig, load_dataset, train
+    runs = tmp_path_factory.mktemp("runs")
+    data = load_dataset("fashion-mnist", small_data_dir, val_split=0.1)
+    return train(TrainConfig(model="seed", epochs=2, runs_dir=str(runs), name="small",
+                             data_dir=str(small_data_dir)), data=data)

@@ -190,10 +190,26 @@ def test_page_policy_stops_a_smuggled_external_image(tmp_path, open_offline):
     """Even a body that links something external cannot make the page fetch it: the page's
     Content-Security-Policy stops the request inside the browser, before any network layer."""
     path = tmp_path / "smuggled.html"
-    path.write_text(render_report("t", "s", [Section("x", '<img src="http://192.0.2.1/x.png" alt="remote">')]),
+    path.write_text(render_report("t", "s", [Section("x", '<img src="http://127.0.0.1:9/x.png" alt="remote">')]),
                     encoding="utf-8")
     page, traffic = open_offline(path)
     assert page.evaluate("() => document.images[0].naturalWidth") == 0
-    assert traffic.failed == {"http://192.0.2.1/x.png": "csp"}
+    assert traffic.failed == {"http://127.0.0.1:9/x.png": "csp"}
     assert not [u for u in traffic.routed if not u.startswith(LOCAL)], "it reached the network layer"
     assert any("Content Security Policy" in e for e in traffic.errors)
+
+
+def test_a_real_runs_report_opens_offline_with_no_broken_image(tmp_path, open_offline, small_run, small_data_dir):
+    """`convlens report` on a trained run: every figure decodes in chromium with the network blocked."""
+    from convlens import load_dataset
+    from convlens.report import write_run_report
+    path = write_run_report(small_run, tmp_path / "report.html",
+                            data=load_dataset("fashion-mnist", small_data_dir, val_split=0.0))
+    page, traffic = open_offline(path)
+    images = page.evaluate("() => Array.from(document.images, i => [i.alt, i.complete, i.naturalWidth])")
+    assert len(images) >= 12
+    assert not [alt for alt, ok, w in images if not (ok and w > 0)]
+    assert not traffic.outside() and not traffic.errors
+    shot = tmp_path / "real.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert np.asarray(Image.open(shot).convert("L"), dtype=np.float64).std() > 10

@@ -216,8 +216,11 @@ def machine() -> dict:
 
 
 def run_bench(variants=VARIANTS, seeds: int = 3, epochs: dict | None = None, data_dir: str | None = None,
-              keras_python: str | None = None, log=print) -> dict:
-    """Run every variant for every seed in child processes; the summary per variant and ratios to convlens."""
+              keras_python: str | None = None, log=print, on_result=None) -> dict:
+    """Run every variant for every seed in child processes; the summary per variant and ratios to convlens.
+
+    on_result(result) is called after every child, so a caller can save what is done so far.
+    """
     from .data import FASHION_MNIST, fetch
     epochs = {"convlens": 3, "pytorch": 5, "keras": 5, **(epochs or {})}
     files = {loc.role: str(loc.path) for loc in fetch(FASHION_MNIST, data_dir)}
@@ -231,20 +234,31 @@ def run_bench(variants=VARIANTS, seeds: int = 3, epochs: dict | None = None, dat
                 if py is None:
                     log("keras: TensorFlow is not importable here (`make bench-keras` installs it); skipped")
                     break
-                cmd = [py, str(Path(__file__).with_name("bench_keras.py")), str(seed), str(epochs[v]),
+                # -P: do not put this package's folder on sys.path, where our inspect.py would
+                # shadow the standard library's for NumPy and TensorFlow.
+                cmd = [py, "-P", str(Path(__file__).with_name("bench_keras.py")), str(seed), str(epochs[v]),
                        json.dumps(files)]
             else:
                 cmd = [sys.executable, "-m", "convlens.bench", v, str(seed), str(epochs[v]), data_dir or ""]
                 if v == "convlens" and seed == 0:
                     cmd.append("--inference")
             log(f"{v}: seed {seed}, {epochs[v]} epochs …")
-            r = _run_child(cmd, log)
+            try:
+                r = _run_child(cmd, log)
+            except RuntimeError as e:          # one variant failing must not lose the others' results
+                log(f"  failed: {e}")
+                result.setdefault("errors", {})[v] = str(e)
+                break
             accs = " ".join(f"{e['test_accuracy']:.4f}" for e in r["epochs"])
             log(f"  test accuracy per epoch {accs}; {sum(e['train_time_s'] for e in r['epochs']):.1f} s of training")
             runs.append(r)
+            if on_result:
+                on_result(result)
         if runs:
             result["runs"][v] = runs
             result["variants"][v] = summarize_variant(runs)
+            if on_result:
+                on_result(result)
     base = result["variants"].get("convlens")
     for v, s in result["variants"].items():
         if base:

@@ -319,10 +319,11 @@ def cmd_bench(args) -> None:
     if bad:
         raise ConvlensError(f"--only: unknown variant {bad[0]!r}; known: {', '.join(VARIANTS)}")
     epochs = {"convlens": args.epochs} if args.epochs else {}
-    result = run_bench(variants, args.seeds, epochs, args.data_dir, args.keras_python,
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(args.out or f"benchmarks/results/bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    result = run_bench(variants, args.seeds, epochs, args.data_dir, args.keras_python,
+                       log=lambda m: print(m, file=sys.stderr, flush=True),
+                       on_result=lambda r: write_json(out, r))
     write_json(out, result)
     _say(table(result), "", f"JSON: {out}")
 
