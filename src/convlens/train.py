@@ -328,7 +328,9 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
                 step += 1
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step, total, r)
-                loss_sum += loss.detach() * len(y)
+                # Logged loss is plain cross-entropy, comparable with val_loss (the smoothed one is not).
+                loss_sum += (F.cross_entropy(logits.detach().float(), y, reduction="sum") if r.label_smoothing
+                             else loss.detach() * len(y))
                 correct += (logits.detach().argmax(1) == y).sum()
                 if on_step:
                     on_step(i // bs + 1, steps_per_epoch)
@@ -371,16 +373,17 @@ def overfitting_onset(epochs: list[dict]) -> int | None:
     return best + 2
 
 
-def overfitting_note(epochs: list[dict]) -> str | None:
-    """The seed's 20-epoch observation, said with this run's numbers (None when it does not apply)."""
+def overfitting_note(epochs: list[dict], suggest: bool = True) -> str | None:
+    """The seed's 20-epoch observation, said with this run's numbers (None when it does not apply).
+    suggest: end with the --early-stopping hint (not when early stopping already ran)."""
     onset = overfitting_onset(epochs)
     if onset is None:
         return None
     best, last = epochs[onset - 2], epochs[-1]
     return (f"overfitting: validation loss has been rising since epoch {onset} "
             f"(lowest {best['val_loss']:.4f} at epoch {onset - 1}, now {last['val_loss']:.4f}) while training loss "
-            f"kept falling ({best['loss']:.4f} → {last['loss']:.4f}); "
-            f"--early-stopping 2 would have kept epoch {onset - 1}'s weights")
+            f"kept falling ({best['loss']:.4f} → {last['loss']:.4f})"
+            + (f"; --early-stopping 2 would have kept epoch {onset - 1}'s weights" if suggest else ""))
 
 
 def git_revision() -> str | None:
@@ -457,7 +460,7 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None,
             "best_epoch": hist.best_epoch, "stopped_early": hist.stopped_early, "interrupted": hist.interrupted,
             "restored_best": bool(config.early_stopping and hist.best_epoch != len(hist.epochs)),
             "train_time_s": round(hist.train_time_s, 3), "wall_time_s": round(time.perf_counter() - wall, 3),
-            "overfitting": overfitting_note(hist.epochs)})
+            "overfitting": overfitting_note(hist.epochs, suggest=not config.early_stopping)})
     except BaseException:
         if not (path / "metrics.jsonl").exists():   # nothing trained: leave no half-written run
             _remove_tree(path)
