@@ -53,7 +53,8 @@ def parse_idx(buf: bytes, source: str) -> np.ndarray:
         what = "truncated" if len(buf) < expected else "has trailing bytes"
         raise DataError(f"{source}: {what}: header says {'×'.join(map(str, dims))} {dtype.name} "
                         f"= {expected:,} bytes, file has {len(buf):,}")
-    return np.frombuffer(buf, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    # One copy: writable, native byte order (the buffer itself is read-only bytes).
+    return np.frombuffer(buf, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="), copy=True)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -322,7 +323,7 @@ def _images_and_labels(images: np.ndarray, labels: np.ndarray, what: str) -> tup
         raise DataError(f"{what}: expected uint8 images of shape N×H×W, got {images.dtype} {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(f"{what}: {len(images):,} images but labels of shape {labels.shape}")
-    return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+    return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
 def split_train_val(n: int, val_split: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

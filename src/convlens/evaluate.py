@@ -13,7 +13,7 @@ from .data import Dataset, load_dataset
 from .images import load_image
 from .models import ConvNet
 from .runs import Run
-from .train import pick_device, pick_precision, predict_logits, set_threads
+from .train import EVAL_BATCH, pick_device, pick_precision, predict_logits, set_threads
 
 
 @dataclass
@@ -80,7 +80,7 @@ class Evaluation:
 
 
 def evaluate(model: ConvNet, x_u8: torch.Tensor, y: torch.Tensor, classes: list[str],
-             precision: torch.dtype | None = None, batch_size: int = 1000, tta: bool = False) -> Evaluation:
+             precision: torch.dtype | None = None, batch_size: int = EVAL_BATCH, tta: bool = False) -> Evaluation:
     """Metrics of `model` on uint8 images `x_u8` (N, C, H, W) with labels `y`.
 
     tta: average each image's prediction with its mirror image's (flip test-time augmentation).
