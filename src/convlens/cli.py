@@ -250,7 +250,7 @@ def cmd_activations(args) -> None:
     grid = filter_across_images(model, data.test_x[indices], args.filter)
     labels = [f"#{i} {run.classes[int(data.test_y[i])]}" for i in indices]
     path = _write(out_dir / f"filter-{args.filter}.png",
-                  figures.filter_comparison(grid.maps, labels, grid.col_labels,
+                  figures.filter_comparison(grid.maps, labels, [c.split()[0] for c in grid.col_labels],
                                             f"filter {args.filter} across layers (rows: test images)"))
     _say(f"Filter {args.filter} on test images {', '.join(map(str, indices))} across "
          f"{', '.join(grid.col_labels)} → {path}")
@@ -285,7 +285,7 @@ def cmd_explain(args) -> None:
     _write(out, figures.explanation(image[0].float().numpy() / 255 if image.shape[0] == 1 else
                                     image.float().mean(0).numpy() / 255, sal, cam.cam, top,
                                     true_label=run.classes[true] if true is not None else None,
-                                    layer_name=f"{cam.layer}, {CAM_NAMES[args.cam]}"))
+                                    layer_name=cam.layer, cam_name=CAM_NAMES[args.cam]))
     _say(f"{label}: " + ", ".join(f"{c} {p:.1%}" for c, p in top),
          f"{CAM_NAMES[args.cam]} on {cam.layer} for {run.classes[cam.target]}; gradient saliency → {out}")
 
@@ -366,8 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lr", type=_float, default=None, help="peak learning rate (default: the recipe's)")
     sp.add_argument("--label-smoothing", type=_float, default=None, help="(default: the recipe's)")
     sp.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
-    sp.add_argument("--val-split", type=_float, default=d.val_split,
-                    help="share of training images held out for validation (default %(default)s; 0 = train on all)")
+    sp.add_argument("--val-split", type=_float, default=None,
+                    help="share of training images held out for validation (default: the recipe's, 0.1; "
+                         "keras: 0 = train on all 60,000 like the seed)")
     sp.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
                     help="stop after PATIENCE epochs without a better validation loss, keep the best weights")
     sp.add_argument("--precision", default=d.precision, help="auto | fp32 | bf16 (default %(default)s)")

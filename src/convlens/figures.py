@@ -351,7 +351,7 @@ def _overlay(ax, image: np.ndarray, image_range, heat: np.ndarray, smooth: bool)
 
 
 def explanation(image, saliency, gradcam, top: Sequence[tuple[str, float]], true_label: str | None = None,
-                layer_name: str = "") -> bytes:
+                layer_name: str = "", cam_name: str = "Grad-CAM") -> bytes:
     """Why the model predicted what it did: the image, its saliency and its Grad-CAM overlaid;
     the top classes (probabilities 0..1) and the true label in the title. gradcam may be
     smaller than the image (the layer's own size): it is stretched over it, smoothly."""
@@ -367,7 +367,7 @@ def explanation(image, saliency, gradcam, top: Sequence[tuple[str, float]], true
     ax_sal.set_title("saliency |∂score/∂pixel|" + ("" if drawn else flat), fontsize=LABEL)
     drawn = _overlay(ax_cam, img, rng, cam, smooth=cam.shape != img.shape)
     where = f" at {layer_name}" if layer_name else ""
-    ax_cam.set_title(f"Grad-CAM{where} ({_shape(cam)})" + ("" if drawn else flat), fontsize=LABEL)
+    ax_cam.set_title(f"{cam_name}{where} ({_shape(cam)})" + ("" if drawn else flat), fontsize=LABEL)
     scale = ScalarMappable(Normalize(0.0, 1.0), HEAT_CMAP)
     fig.colorbar(scale, ax=[ax_sal, ax_cam], shrink=0.8, label="relative importance (each map to 0..1)")
     guess = "  ·  ".join(f"{name} {p:.1%}" for name, p in list(top)[:3])

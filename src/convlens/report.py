@@ -256,14 +256,14 @@ def build_run_report(run, data, lab_index: int = 0, inspect_index: int = 0, comp
         chosen = [i for i in compare_images if i < len(data.test_y)]
         grid = filter_across_images(model, data.test_x[chosen], f_idx)
         rows_l = [f"#{i} {classes[int(data.test_y[i])]}" for i in chosen]
-        body += figure_html(figures.filter_comparison(grid.maps, rows_l, grid.col_labels,
+        body += figure_html(figures.filter_comparison(grid.maps, rows_l, [c.split()[0] for c in grid.col_labels],
                                                       f"filter {f_idx} across layers"),
                             f"The study note's figure: filter {f_idx} on several test images (rows) "
                             "through the conv and pooling layers (columns).")
         cam = grad_cam(model, image, method="layercam")
         body += figure_html(figures.explanation(image[0].numpy() / 255, saliency(model, image), cam.cam,
                                                 top_k(model, image, classes, k=3), true_label=label,
-                                                layer_name=f"{cam.layer}, LayerCAM"),
+                                                layer_name=cam.layer, cam_name="LayerCAM"),
                             "Where the prediction comes from: gradient saliency, and LayerCAM (Grad-CAM with a "
                             "weight per position) on the last conv layer. Plain Grad-CAM's one weight per filter "
                             "lands on the background behind this flatten-dense head: `convlens explain --cam gradcam`.")

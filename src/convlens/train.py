@@ -42,7 +42,7 @@ class Recipe:
     label_smoothing: float   # share of the target mass spread over all classes
     init: str                # "torch" (Kaiming-uniform) or "glorot" (Keras's default, zero biases)
     eps: float               # Adam epsilon (Keras 1e-7, PyTorch 1e-8)
-    val_split: float | None  # None: the command's --val-split; a number forces it (keras: all 60,000)
+    val_split: float         # default share held out for validation (keras: 0, all 60,000 like the seed)
     normalize: bool = False  # train on (pixel - mean) / std, folded into the first layer afterwards
     flip: bool = False       # mirror half of each batch left-right (clothes are left-right symmetric)
 
@@ -50,10 +50,10 @@ class Recipe:
 RECIPES = {
     # Least wall time to the seed's 91.28 % on the 2-core CPU (benchmarks/RESULTS.md): 3 epochs.
     "fast": Recipe("fast", batch_size=64, lr=4e-3, schedule="onecycle", warmup=0.15, label_smoothing=0.1,
-                   init="glorot", eps=1e-8, val_split=None, normalize=True),
+                   init="glorot", eps=1e-8, val_split=0.1, normalize=True),
     # The same, also trained on mirror images; reports flip test-time augmentation beside the plain score.
     "flip": Recipe("flip", batch_size=64, lr=4e-3, schedule="onecycle", warmup=0.15, label_smoothing=0.1,
-                   init="glorot", eps=1e-8, val_split=None, normalize=True, flip=True),
+                   init="glorot", eps=1e-8, val_split=0.1, normalize=True, flip=True),
     # The seed notebook exactly: Adam(1e-3) constant, batch 32, every training image.
     "keras": Recipe("keras", batch_size=32, lr=1e-3, schedule="constant", warmup=0.0,
                     label_smoothing=0.0, init="glorot", eps=1e-7, val_split=0.0),
@@ -72,7 +72,7 @@ class TrainConfig:
     lr: float | None = None           # peak learning rate; None: the recipe's
     label_smoothing: float | None = None
     seed: int = 0                     # weights, data order and validation split
-    val_split: float = 0.1            # share of the training images held out for validation
+    val_split: float | None = None    # share of the training images held out for validation; None: the recipe's
     early_stopping: int = 0           # patience in epochs of no val-loss improvement; 0 = off
     device: str = "auto"              # auto | cpu | cuda
     precision: str = "auto"           # auto | fp32 | bf16
@@ -88,7 +88,7 @@ class TrainConfig:
         r = RECIPES[self.recipe]
         return replace(r, batch_size=self.batch_size or r.batch_size, lr=self.lr or r.lr,
                        label_smoothing=r.label_smoothing if self.label_smoothing is None else self.label_smoothing,
-                       val_split=self.val_split if r.val_split is None else r.val_split)
+                       val_split=r.val_split if self.val_split is None else self.val_split)
 
     def check(self) -> None:
         """Reject impossible values before anything is loaded or written."""
@@ -101,7 +101,7 @@ class TrainConfig:
             raise ConvlensError(f"--lr must be in (0, 10), got {self.lr}")
         if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
             raise ConvlensError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not 0 <= self.val_split < 1:
+        if self.val_split is not None and not 0 <= self.val_split < 1:
             raise ConvlensError(f"--val-split must be in [0, 1), got {self.val_split}")
         if self.early_stopping < 0:
             raise ConvlensError(f"--early-stopping must be 0 (off) or a patience ≥ 1, got {self.early_stopping}")
