@@ -74,6 +74,8 @@ def test_train_evaluate_predict_end_to_end(tmp_path, small_data_dir, real_data):
     assert rc == 0, err
     assert "Test images: 1,000" in out and "Confusion matrix" in out and "Most confused" in out
     assert f"accuracy {results['test_accuracy']:.2%}" in out
+    figs = sorted(p.name for p in (runs / "small" / "figures").iterdir())
+    assert figs == ["confusion-normalized.png", "confusion.png", "misclassified.png", "per-class-accuracy.png"]
 
     # A test image saved the way a user's photo would be: dark trouser on white, 4× larger.
     idx = int((real_data.test_y == 1).nonzero()[0])

@@ -133,8 +133,32 @@ class _EpochProgress:
 def cmd_evaluate(args) -> None:
     from .evaluate import evaluate_run
     from .runs import open_run
-    ev = evaluate_run(open_run(args.run, args.runs_dir), device=args.device, data_dir=args.data_dir, tta=args.tta)
-    _say(json.dumps(ev.to_dict(), indent=2) if args.json else ev.text())
+    from . import figures
+    from .data import load_dataset
+    from .inspect import most_confident_mistakes
+    run = open_run(args.run, args.runs_dir)
+    data = load_dataset(run.config.get("dataset", "fashion-mnist"), args.data_dir or run.config.get("data_dir"),
+                        val_split=0.0)
+    ev = evaluate_run(run, data, device=args.device, tta=args.tta)
+    if args.json:
+        _say(json.dumps(ev.to_dict(), indent=2))
+        return
+    _say(ev.text())
+    if args.no_figures:
+        return
+    out = Path(args.out_dir or run.path / "figures")
+    worst = most_confident_mistakes(ev.probabilities, ev.labels, k=24)
+    written = [
+        _write(out / "confusion.png", figures.confusion_matrix(ev.confusion, ev.classes)),
+        _write(out / "confusion-normalized.png", figures.confusion_matrix(ev.confusion, ev.classes, normalize=True)),
+        _write(out / "per-class-accuracy.png", figures.per_class_bars(ev.recall, ev.classes, "accuracy per class",
+                                                                      "recall")),
+        _write(out / "misclassified.png", figures.gallery(
+            data.test_x[worst, 0].numpy(),
+            [f"#{i} true: {ev.classes[ev.labels[i]]}\npred: {ev.classes[ev.predictions[i]]} "
+             f"({ev.probabilities[i].max():.2f})" for i in worst],
+            "most confidently misclassified test images"))]
+    _say("", "Figures: " + ", ".join(str(p) for p in written))
 
 
 def cmd_predict(args) -> None:
@@ -391,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data-dir", default=None, help="folder with the dataset files")
     sp.add_argument("--tta", action="store_true", help="average each image with its mirror image")
     sp.add_argument("--json", action="store_true", help="print JSON")
+    sp.add_argument("--out-dir", default=None, help="where the figures go (default RUN/figures)")
+    sp.add_argument("--no-figures", action="store_true", help="text only")
     run_args(sp)
 
     sp = verb("predict", cmd_predict, "top classes for your own image files")
