@@ -40,7 +40,6 @@ def step_time(cfg, x8, y, batch, steps):
     fmt = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    dtype = torch.bfloat16 if cfg["bf16"] else torch.float32
 
     def one(k):
         i = (k * batch) % (len(x8) - batch)

@@ -1,6 +1,5 @@
 """The seeing-inside verbs through a subprocess: convolve, activations, filters, explain, report, compare."""
 
-import io
 
 import numpy as np
 import pytest

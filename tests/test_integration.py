@@ -1,7 +1,6 @@
 """Training on the real Fashion-MNIST clears accuracy floors (seconds, not minutes, each)."""
 
 import pytest
-import torch
 
 from convlens import TrainConfig, evaluate_run, train
 

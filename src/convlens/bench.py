@@ -39,8 +39,7 @@ def run_convlens(seed: int, epochs: int, data_dir: str | None, recipe: str = "fa
     import torch
 
     from .models import build_model
-    from .train import (RECIPES, TrainConfig, fit, init_weights, loss_and_accuracy, pick_device, pick_precision,
-                        predict_logits, set_threads)
+    from .train import TrainConfig, fit, init_weights, pick_device, pick_precision, set_threads
     t0 = time.perf_counter()
     data = _test_set(data_dir)
     set_threads()

@@ -134,11 +134,9 @@ def cmd_evaluate(args) -> None:
     from .evaluate import evaluate_run
     from .runs import open_run
     from . import figures
-    from .data import load_dataset
     from .inspect import most_confident_mistakes
     run = open_run(args.run, args.runs_dir)
-    data = load_dataset(run.config.get("dataset", "fashion-mnist"), args.data_dir or run.config.get("data_dir"),
-                        val_split=0.0)
+    data = run.dataset(args.data_dir)
     ev = evaluate_run(run, data, device=args.device, tta=args.tta)
     if args.json:
         _say(json.dumps(ev.to_dict(), indent=2))
@@ -227,17 +225,12 @@ def cmd_convolve(args) -> None:
          px.text(), "", f"Figure: {out}")
 
 
-def _inspect_image(args, run, data_dir=None):
+def _inspect_image(args, run, data):
     """The image a run-based verb looks at: a user file (prepared like predict) or test image --index."""
-    import torch
-
-    from .data import load_dataset
     from .images import load_image
     c, h, w = tuple(run.model_info["input_shape"])
     if getattr(args, "image", None):
         return load_image(args.image, (h, w), c), Path(args.image).name, None
-    data = load_dataset(run.config.get("dataset", "fashion-mnist"), data_dir or run.config.get("data_dir"),
-                        val_split=0.0)
     if not 0 <= args.index < len(data.test_y):
         raise ConvlensError(f"--index {args.index}: the test set has {len(data.test_y):,} images "
                             f"(0 to {len(data.test_y) - 1})")
@@ -246,15 +239,13 @@ def _inspect_image(args, run, data_dir=None):
 
 
 def cmd_activations(args) -> None:
-    import torch
-
     from . import figures
-    from .data import load_dataset
     from .inspect import activations, filter_across_images
     from .runs import open_run
     run = open_run(args.run, args.runs_dir)
     model = run.load_model()
-    image, label, _ = _inspect_image(args, run, args.data_dir)
+    data = run.dataset(args.data_dir)
+    image, label, _ = _inspect_image(args, run, data)
     out_dir = Path(args.out_dir or run.path / "figures")
     _say(f"{label}: every layer's output")
     for i, layer in enumerate(activations(model, image)):
@@ -265,8 +256,6 @@ def cmd_activations(args) -> None:
                                                    f"all {layer.output.shape[0]} maps for {label}"))
             line += f"  → {path}"
         _say(line)
-    data = load_dataset(run.config.get("dataset", "fashion-mnist"), args.data_dir or run.config.get("data_dir"),
-                        val_split=0.0)
     indices = [int(i) for i in args.images.split(",")]
     bad = [i for i in indices if not 0 <= i < len(data.test_y)]
     if bad:
@@ -301,7 +290,7 @@ def cmd_explain(args) -> None:
     run = open_run(args.run, args.runs_dir)
     model = run.load_model()
     args.image = args.image_pos or args.image
-    image, label, true = _inspect_image(args, run, args.data_dir)
+    image, label, true = _inspect_image(args, run, None if args.image else run.dataset(args.data_dir))
     top = top_k(model, image, run.classes, k=3)
     cam = grad_cam(model, image, method=args.cam)
     sal = saliency(model, image)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import Dataset, load_dataset
+from .data import Dataset
 from .images import load_image
 from .models import ConvNet
 from .runs import Run
@@ -104,8 +104,7 @@ def evaluate_run(run: Run, data: Dataset | None = None, device: str = "auto", pr
     set_threads()
     model = run.load_model(dev)
     if data is None:
-        data = load_dataset(run.config.get("dataset", "fashion-mnist"), data_dir or run.config.get("data_dir"),
-                            val_split=0.0)
+        data = run.dataset(data_dir)
     return evaluate(model, data.test_x, data.test_y, run.classes, pick_precision(precision, dev), tta=tta)
 
 

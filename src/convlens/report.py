@@ -297,11 +297,9 @@ def write_run_report(run, out=None, data=None, data_dir=None):
     """Write RUN/report.html (or `out`) atomically; returns its path."""
     from pathlib import Path
 
-    from .data import load_dataset
     from .runs import write_atomic
     if data is None:
-        data = load_dataset(run.config.get("dataset", "fashion-mnist"), data_dir or run.config.get("data_dir"),
-                            val_split=0.0)
+        data = run.dataset(data_dir)
     path = Path(out) if out else run.path / "report.html"
     write_atomic(path, build_run_report(run, data).encode())
     return path

@@ -149,6 +149,12 @@ class Run:
     def classes(self) -> list[str]:
         return list(self.model_info["classes"])
 
+    def dataset(self, data_dir: str | os.PathLike | None = None):
+        """The run's dataset, all training images and the test split (for evaluating and inspecting)."""
+        from .data import load_dataset
+        return load_dataset(self.config.get("dataset", "fashion-mnist"), data_dir or self.config.get("data_dir"),
+                            val_split=0.0)
+
     def load_model(self, device: str | torch.device = "cpu") -> ConvNet:
         """The trained network, in eval mode, on `device`."""
         info = self.model_info
