@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test test-fast venv bench bench-keras clean
+.PHONY: run test test-fast venv bench bench-keras clean data-package chromium-package
 
 # The virtual environment with pinned dependencies; torch==2.13.0 is the CPU wheel on this
 # machine's disk (a looser pin would pull a multi-GB CUDA build).
@@ -16,12 +16,23 @@ $(STAMP): pyproject.toml requirements.txt
 
 venv: $(STAMP)
 
+# System packages, installed when missing and we may (root with apt): the real data, and
+# Debian's Chromium for the browser tests. Without them convlens looks elsewhere for the
+# data (--data-dir, $$CONVLENS_DATA, the cache, a verified download) and says what to do.
+data-package:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist; fi
+
+chromium-package:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi
+
 # The main job: train the seed model on Fashion-MNIST and say where the run went.
-run: $(STAMP)
+run: $(STAMP) data-package
 	$(BIN)/convlens data
 	$(BIN)/convlens train
 
-test: $(STAMP)
+test: $(STAMP) data-package chromium-package
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
