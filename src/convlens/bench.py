@@ -39,7 +39,8 @@ def run_convlens(seed: int, epochs: int, data_dir: str | None, recipe: str = "fa
     import torch
 
     from .models import build_model
-    from .train import TrainConfig, fit, init_weights, pick_device, pick_precision, set_threads
+    from .train import (TrainConfig, can_fold_normalization, channel_stats, fit, init_weights, pick_device,
+                        pick_precision, set_threads)
     t0 = time.perf_counter()
     data = _test_set(data_dir)
     set_threads()
@@ -52,10 +53,11 @@ def run_convlens(seed: int, epochs: int, data_dir: str | None, recipe: str = "fa
     model = model.to(device).to(memory_format=torch.channels_last)
     setup = time.perf_counter() - t0
     per_epoch = []
+    stats = channel_stats(data.train_x) if r.normalize and can_fold_normalization(model) else None
 
     def on_epoch(rec):
         # Bench only: a copy with the normalisation folded in, as the finished run would hold.
-        acc = _accuracy_after_fold(model, data, r, precision)
+        acc = _accuracy_after_fold(model, data, stats, precision)
         per_epoch.append({"epoch": rec["epoch"], "train_time_s": rec["time_s"], "test_accuracy": acc})
 
     fit(model, data, r, epochs, seed=seed, precision=precision, on_epoch=on_epoch)
@@ -65,14 +67,15 @@ def run_convlens(seed: int, epochs: int, data_dir: str | None, recipe: str = "fa
     return out
 
 
-def _accuracy_after_fold(model, data, r, precision) -> float:
+def _accuracy_after_fold(model, data, stats, precision) -> float:
+    """Test accuracy of `model` with the training normalisation `stats` (mean, std) folded into a copy."""
     import copy
 
-    from .train import can_fold_normalization, channel_stats, fold_normalization, loss_and_accuracy, predict_logits
+    from .train import fold_normalization, loss_and_accuracy, predict_logits
     m = model
-    if r.normalize and can_fold_normalization(model):
+    if stats is not None:
         m = copy.deepcopy(model)
-        fold_normalization(m, *channel_stats(data.train_x))
+        fold_normalization(m, *stats)
     return loss_and_accuracy(predict_logits(m, data.test_x, precision=precision), data.test_y)[1]
 
 

@@ -169,7 +169,6 @@ def build_run_report(run, data, lab_index: int = 0, inspect_index: int = 0, comp
     from .convolution import convolution_lab
     from .evaluate import evaluate
     from .inspect import activations, filter_across_images, grad_cam, kernels, most_confident_mistakes, saliency, top_k
-    from .models import layer_infos
     from .summary import summarize
 
     model = run.load_model()
@@ -228,7 +227,7 @@ def build_run_report(run, data, lab_index: int = 0, inspect_index: int = 0, comp
             "Wrong predictions the model was surest of.")))
 
     # 5. Kernels of every conv layer
-    conv = [l for l in layer_infos(info["spec"], tuple(info["input_shape"]), len(classes)) if l.spec.kind == "conv"]
+    conv = [l for l in model.infos if l.spec.kind == "conv"]
     if conv:
         body = Html("")
         for n in range(len(conv)):
@@ -243,15 +242,15 @@ def build_run_report(run, data, lab_index: int = 0, inspect_index: int = 0, comp
     # 6. Feature maps of one image, the filter across images and layers, and an explanation
     image = data.test_x[inspect_index]
     label = classes[int(data.test_y[inspect_index])]
+    top = top_k(model, image, classes, k=3)
     body = paragraph(f"Test image {inspect_index} ({label}); predicted: "
-                     + ", ".join(f"{c} {p:.1%}" for c, p in top_k(model, image, classes, k=3)))
+                     + ", ".join(f"{c} {p:.1%}" for c, p in top))
     for layer in activations(model, image):
         if layer.output.ndim == 3:
             body += figure_html(figures.feature_map_grid(layer.output, f"{layer.name} ({layer.type}) {layer.shape}"),
                                 f"{layer.name}: all {layer.output.shape[0]} output maps.")
     if conv:
-        chans = min(l.out_shape[0] for l in layer_infos(info["spec"], tuple(info["input_shape"]), len(classes))
-                    if l.spec.kind in ("conv", "maxpool"))
+        chans = min(l.out_shape[0] for l in model.infos if l.spec.kind in ("conv", "maxpool"))
         f_idx = filter_index if filter_index < chans else 0
         chosen = [i for i in compare_images if i < len(data.test_y)]
         grid = filter_across_images(model, data.test_x[chosen], f_idx)
@@ -262,7 +261,7 @@ def build_run_report(run, data, lab_index: int = 0, inspect_index: int = 0, comp
                             "through the conv and pooling layers (columns).")
         cam = grad_cam(model, image, method="layercam")
         body += figure_html(figures.explanation(image[0].numpy() / 255, saliency(model, image), cam.cam,
-                                                top_k(model, image, classes, k=3), true_label=label,
+                                                top, true_label=label,
                                                 layer_name=cam.layer, cam_name="LayerCAM"),
                             "Where the prediction comes from: gradient saliency, and LayerCAM (Grad-CAM with a "
                             "weight per position) on the last conv layer. Plain Grad-CAM's one weight per filter "

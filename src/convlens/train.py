@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -479,12 +480,6 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None,
             "overfitting": overfitting_note(hist.epochs, suggest=not config.early_stopping)})
     except BaseException:
         if not (path / "metrics.jsonl").exists():   # nothing trained: leave no half-written run
-            _remove_tree(path)
+            shutil.rmtree(path)
         raise
     return open_run(path)
-
-
-def _remove_tree(path: Path) -> None:
-    for p in sorted(path.rglob("*"), reverse=True):
-        p.rmdir() if p.is_dir() else p.unlink()
-    path.rmdir()
