@@ -1,8 +1,11 @@
+import json
 import os
 import pickle
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from convlens import build_model
@@ -72,7 +75,7 @@ def test_write_atomic_leaves_old_file_on_failure(tmp_path, monkeypatch):
     def boom(*a):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(RunError, match="cannot write .*f.json: disk full"):
         write_atomic(p, b"new")
     assert p.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.json"]
 
@@ -86,3 +89,59 @@ def test_open_run_errors(tmp_path):
     (tmp_path / "r" / "config.json").write_text("{not json")
     with pytest.raises(RunError, match="not readable JSON"):
         open_run(tmp_path / "r")
+
+
+@pytest.fixture(scope="module")
+def weights_bytes(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("w") / "model.safetensors"
+    save_weights(path, build_model("conv4-pool-flatten-dense10"))
+    return path.read_bytes()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzzed_weights_raise_only_run_error(tmp_path, weights_bytes, data):
+    """Random bytes, flips anywhere or in the JSON header, cut files: loaded or RunError, nothing else."""
+    buf = bytearray(weights_bytes)
+    header_len = int.from_bytes(buf[:8], "little")
+    how = data.draw(st.sampled_from(["random", "flip", "header", "cut"]))
+    if how == "random":
+        buf = bytearray(data.draw(st.binary(max_size=200)))
+    elif how in ("flip", "header"):
+        lo, hi = (0, len(buf) - 1) if how == "flip" else (8, 8 + header_len - 1)
+        for _ in range(data.draw(st.integers(1, 6))):
+            buf[data.draw(st.integers(lo, hi))] = data.draw(st.integers(0, 255))
+    else:
+        buf = buf[: data.draw(st.integers(0, len(buf) - 1))]
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(bytes(buf))
+    try:
+        load_weights(f, build_model("conv4-pool-flatten-dense10"))
+    except RunError:
+        pass
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                         st.sampled_from(["spec", "input_shape", "classes", "epoch", "x"]), inner, max_size=4),
+                     max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["config.json", "model.json", "results.json", "metrics.jsonl"]),
+       st.binary(max_size=120) | _JSON.map(lambda v: json.dumps(v).encode()))
+def test_fuzzed_run_files_raise_only_run_error(tmp_path, name, junk):
+    """A run folder with one of its JSON files replaced by junk (bytes, or JSON of the wrong shape)
+    opens, or fails with RunError."""
+    run = tmp_path / "r"
+    run.mkdir(exist_ok=True)
+    for f, text in (("config.json", "{}"), ("model.json", '{"spec": "conv4-pool-flatten-dense10", '
+                    '"input_shape": [1, 28, 28], "classes": ["a","b","c","d","e","f","g","h","i","j"]}'),
+                    ("results.json", "{}"), ("metrics.jsonl", '{"epoch": 1}\n')):
+        (run / f).write_text(text)
+    (run / name).write_bytes(junk)
+    save_weights(run / "model.safetensors", build_model("conv4-pool-flatten-dense10"))
+    try:
+        open_run(run).load_model()
+    except RunError:
+        pass

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import RunError
+from .errors import RunError, SpecError
 from .models import ConvNet, build_model
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -32,20 +32,59 @@ os.umask(_UMASK)
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")   # pickle protocol 2+ / torch.save's zip archive
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes so that `path` is either the old file or the whole new one, never a torn mix."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable: without this a power cut can forget it (ext4, XFS)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _keep_as(path: Path, previous: Path) -> None:
+    """Make `previous` hold what `path` holds, with `path` never missing meanwhile: a hard link
+    renamed into place (file systems without hard links: a plain rename, briefly leaving no `path`)."""
+    link = previous.with_name(f".{previous.name}.{os.getpid()}.link.tmp")
+    try:
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.link(path, link)
+    except OSError:
+        os.replace(path, previous)
+        return
+    try:
+        os.replace(link, previous)
+    except OSError:
+        os.unlink(link)
+        raise
+
+
+def write_atomic(path: Path, data: bytes, keep_previous: Path | None = None) -> None:
+    """Write bytes so that `path` is either the old file or the whole new one, never a torn mix.
+
+    A temporary file in the same folder is written, flushed and fsynced, then renamed over
+    `path`, and the folder is fsynced. keep_previous: the file `path` held is moved there
+    first, once the new bytes are safely on disk. Any failure (disk full, read-only folder)
+    leaves every existing file as it was and raises RunError naming the file.
+    """
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, 0o666 & ~_UMASK)      # mkstemp makes 0600; a run is as readable as any file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            _keep_as(path, keep_previous)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+        fsync_dir(path.parent)
+    except OSError as e:
+        raise RunError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def write_json(path: Path, obj) -> None:
@@ -88,8 +127,12 @@ def save_weights(path: Path, model: ConvNet) -> None:
     write_atomic(path, st_save(state, metadata=meta))
 
 
-def load_weights(path: Path, model: ConvNet) -> ConvNet:
-    """Fill `model` from a safetensors file, refusing pickles and checking every name, dtype and shape."""
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; RunError for a pickle or anything malformed.
+
+    A pickle (torch.save, .pt, .pth) is recognised by its first bytes and refused before
+    any parser sees it: unpickling runs whatever code the file names.
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -100,22 +143,35 @@ def load_weights(path: Path, model: ConvNet) -> ConvNet:
         raise RunError(f"{path}: this is a pickle (torch.save/.pt/.pth), which can run code when loaded; "
                        "convlens loads only safetensors")
     try:
-        state = st_load(data)
-    except (SafetensorError, ValueError, RuntimeError, OverflowError, TypeError, MemoryError) as e:
-        raise RunError(f"{path}: not a valid safetensors file ({str(e).splitlines()[0][:120]})") from None
-    expected = model.state_dict()
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+    except (SafetensorError, ValueError, RuntimeError, OverflowError, TypeError, MemoryError,
+            AttributeError) as e:
+        raise RunError(f"{path}: not a valid safetensors file ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
+    return tensors, metadata
+
+
+def check_state(path: Path, state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str) -> None:
+    """RunError unless `state` has exactly the names, dtypes and shapes of `expected`, all finite."""
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:
-        raise RunError(f"{path}: weights do not match the model {model.spec!r}"
+        raise RunError(f"{path}: weights do not match {what}"
                        + (f"; missing {', '.join(missing[:3])}" if missing else "")
                        + (f"; unexpected {', '.join(extra[:3])}" if extra else ""))
     for key, want in expected.items():
         got = state[key]
         if got.shape != want.shape or got.dtype != want.dtype:
-            raise RunError(f"{path}: {key} is {got.dtype} {tuple(got.shape)}, the model needs "
+            raise RunError(f"{path}: {key} is {got.dtype} {tuple(got.shape)}, {what} needs "
                            f"{want.dtype} {tuple(want.shape)}")
         if got.is_floating_point() and not torch.isfinite(got).all():
             raise RunError(f"{path}: {key} holds NaN or infinite values")
+
+
+def load_weights(path: Path, model: ConvNet) -> ConvNet:
+    """Fill `model` from a safetensors file, refusing pickles and checking every name, dtype and shape."""
+    state, _ = read_safetensors(path)
+    check_state(path, state, model.state_dict(), f"the model {model.spec!r}")
     model.load_state_dict(state)
     return model
 
@@ -160,10 +216,26 @@ class Run:
         info = self.model_info
         try:
             model = build_model(info["spec"], tuple(info["input_shape"]), len(info["classes"]))
-        except (KeyError, TypeError) as e:
-            raise RunError(f"{self.path / 'model.json'}: malformed ({e})") from None
+        except SpecError as e:
+            raise RunError(f"{self.path / 'model.json'}: {e}") from None
         load_weights(self.path / "model.safetensors", model)
         return model.to(device).eval()
+
+
+MAX_SIDE, MAX_CHANNELS = 4096, 64   # far above any image convlens trains on; bounds what a model.json can ask
+
+
+def check_model_info(path: Path, info: dict) -> dict:
+    """model.json has a spec string, a (C, H, W) input shape within bounds and a list of class names."""
+    shape, classes = info.get("input_shape"), info.get("classes")
+    if not isinstance(info.get("spec"), str):
+        raise RunError(f"{path}: malformed: no model spec")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(v) is int for v in shape)
+            and 1 <= shape[0] <= MAX_CHANNELS and all(1 <= v <= MAX_SIDE for v in shape[1:])):
+        raise RunError(f"{path}: malformed input_shape {str(shape)[:40]} (expected [channels, height, width])")
+    if not (isinstance(classes, list) and len(classes) >= 1 and all(isinstance(c, str) for c in classes)):
+        raise RunError(f"{path}: malformed: classes must be a list of names")
+    return info
 
 
 def resolve_run(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Path:
@@ -181,14 +253,21 @@ def open_run(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Ru
     """Read a run directory (by path or name under runs_dir); RunError if it is missing or damaged."""
     path = resolve_run(run, runs_dir)
     config = read_json(path / "config.json")
-    model_info = read_json(path / "model.json")
+    model_info = check_model_info(path / "model.json", read_json(path / "model.json"))
     results = read_json(path / "results.json") if (path / "results.json").exists() else {}
     metrics = []
     if (path / "metrics.jsonl").exists():
-        for n, line in enumerate((path / "metrics.jsonl").read_text().splitlines(), start=1):
+        try:
+            lines = (path / "metrics.jsonl").read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise RunError(f"{path / 'metrics.jsonl'}: not readable ({e})") from None
+        for n, line in enumerate(lines, start=1):
             if line.strip():
                 try:
-                    metrics.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
                     raise RunError(f"{path / 'metrics.jsonl'}: line {n} is not JSON") from None
+                if not isinstance(record, dict):
+                    raise RunError(f"{path / 'metrics.jsonl'}: line {n} is not a JSON object")
+                metrics.append(record)
     return Run(path, config, model_info, metrics, results)
