@@ -246,6 +246,14 @@ def cmd_activations(args) -> None:
     model = run.load_model()
     data = run.dataset(args.data_dir)
     image, label, _ = _inspect_image(args, run, data)
+    try:
+        indices = [int(i) for i in args.images.split(",")]
+    except ValueError:
+        raise ConvlensError(f"--images expects test image indices like 0,7,26, got {args.images!r}") from None
+    bad = [i for i in indices if not 0 <= i < len(data.test_y)]
+    if bad:
+        raise ConvlensError(f"--images: no test image {bad[0]} (0 to {len(data.test_y) - 1})")
+    grid = filter_across_images(model, data.test_x[indices], args.filter)   # checks --filter before any writing
     out_dir = Path(args.out_dir or run.path / "figures")
     _say(f"{label}: every layer's output")
     for i, layer in enumerate(activations(model, image)):
@@ -256,11 +264,6 @@ def cmd_activations(args) -> None:
                                                    f"all {layer.output.shape[0]} maps for {label}"))
             line += f"  → {path}"
         _say(line)
-    indices = [int(i) for i in args.images.split(",")]
-    bad = [i for i in indices if not 0 <= i < len(data.test_y)]
-    if bad:
-        raise ConvlensError(f"--images: no test image {bad[0]} (0 to {len(data.test_y) - 1})")
-    grid = filter_across_images(model, data.test_x[indices], args.filter)
     labels = [f"#{i} {run.classes[int(data.test_y[i])]}" for i in indices]
     path = _write(out_dir / f"filter-{args.filter}.png",
                   figures.filter_comparison(grid.maps, labels, [c.split()[0] for c in grid.col_labels],
