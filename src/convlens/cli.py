@@ -10,6 +10,7 @@ import json
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import ConvlensError
@@ -52,34 +53,67 @@ def cmd_summary(args) -> None:
     _say(json.dumps(s.to_dict(), indent=2) if args.json else s.text())
 
 
+# Flags that describe a run's training; --resume takes them all from the run itself.
+_RUN_SETTINGS = ("model", "dataset", "recipe", "epochs", "batch_size", "lr", "label_smoothing", "seed", "val_split",
+                 "early_stopping", "precision", "threads", "compile", "checkpoint_every", "deterministic", "name")
+
+
 def cmd_train(args) -> None:
     from .data import load_dataset
     from .summary import summarize
-    from .train import TrainConfig, train
+    from .train import TrainConfig, resume, train
 
+    if args.resume:
+        defaults = build_parser().parse_args(["train"])
+        given = [k for k in _RUN_SETTINGS if getattr(args, k) != getattr(defaults, k)]
+        if given:
+            raise ConvlensError(f"--resume continues with the run's own settings; drop --{given[0].replace('_', '-')}")
     config = TrainConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir, recipe=args.recipe,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          label_smoothing=args.label_smoothing, seed=args.seed, val_split=args.val_split,
                          early_stopping=args.early_stopping, device=args.device, precision=args.precision,
-                         threads=args.threads, compile=args.compile, runs_dir=args.runs_dir, name=args.name)
+                         threads=args.threads, compile=args.compile, checkpoint_every=args.checkpoint_every,
+                         deterministic=args.deterministic, runs_dir=args.runs_dir, name=args.name)
+    where: list[Path] = []
+
+    def on_start(path, model, data):
+        where.append(path)
+        if args.resume:
+            _say(f"Resuming {path}: {progress.done} of {config.epochs} epochs done, going on from its checkpoint")
+        else:
+            _say(summarize(config.model, data.input_shape, data.num_classes).text(), "",
+                 f"Training {config.model!r} on {data.name}: {len(data.train_y):,} images "
+                 f"({len(data.val_y):,} held out for validation), recipe {settings.name}: "
+                 f"batch {settings.batch_size}, lr {settings.lr:g} {settings.schedule}, {config.epochs} epochs → {path}")
+
+    if args.resume:
+        from .runs import open_run
+        saved = open_run(args.resume, args.runs_dir)
+        config = replace(config, **{k: saved.config[k] for k in (*_RUN_SETTINGS, "data_dir") if k in saved.config})
+        config = replace(config, data_dir=args.data_dir or config.data_dir)
     config.check()
     settings = config.settings()
     data = load_dataset(config.dataset, config.data_dir, val_split=settings.val_split, seed=config.seed)
-    _say(summarize(config.model, data.input_shape, data.num_classes).text(), "")
     progress = _EpochProgress(config.epochs)
-
-    def on_start(path, model, data):
-        _say(f"Training {config.model!r} on {data.name}: {len(data.train_y):,} images "
-             f"({len(data.val_y):,} held out for validation), recipe {settings.name}: batch {settings.batch_size}, "
-             f"lr {settings.lr:g} {settings.schedule}, {config.epochs} epochs → {path}")
-
     try:
-        run = train(config, data, on_start=on_start, on_epoch=progress.epoch, on_step=progress.step)
+        if args.resume:
+            progress.done = len(saved.metrics)
+            run = resume(saved.path, data=data, data_dir=config.data_dir,
+                         device=args.device if args.device != "auto" else None,
+                         on_start=on_start, on_epoch=progress.epoch, on_step=progress.step)
+        else:
+            run = train(config, data, on_start=on_start, on_epoch=progress.epoch, on_step=progress.step)
+    except KeyboardInterrupt:
+        if where and any(where[0].glob("checkpoint*.safetensors")):
+            raise ConvlensError(f"interrupted before the first epoch finished; "
+                                f"`convlens train --resume {where[0]}` continues from the checkpoint") from None
+        raise
     finally:
         progress.close()
     res = run.results
     if res.get("interrupted"):
-        _say(f"Interrupted: kept the weights after {res['epochs_run']} epoch(s).")
+        _say(f"Interrupted: kept the weights after {res['epochs_run']} epoch(s); "
+             f"`convlens train --resume {run.path}` continues.")
     if res.get("stopped_early"):
         _say(f"Early stopping: no better validation loss after epoch {res['best_epoch']}; "
              f"restored its weights.")
@@ -393,6 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch.compile the model (off: on a 2-core CPU it compiled for 23 s and ran 2× slower)")
     sp.add_argument("--name", default=None, help="run name (default: MODEL-DATE-TIME)")
     sp.add_argument("--no-report", action="store_true", help="skip writing RUN/report.html at the end")
+    sp.add_argument("--resume", default=None, metavar="RUN",
+                    help="continue a stopped or killed run from its latest checkpoint, with its own settings")
+    sp.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                    help="also write a checkpoint every STEPS optimizer steps (default: after each epoch)")
+    sp.add_argument("--deterministic", action="store_true",
+                    help="bit-for-bit repeatable on the CPU: the same seed gives the same weights (a little slower)")
     run_args(sp)
 
     sp = verb("summary", cmd_summary, "the Keras-style layer table with parameter arithmetic")

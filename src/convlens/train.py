@@ -13,11 +13,14 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,10 +29,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checkpoint import LATEST, PREVIOUS, Checkpoint, Progress, load_checkpoint, restore, save_checkpoint
 from .data import Dataset, load_dataset
-from .errors import ConvlensError
+from .errors import ConvlensError, RunError
 from .models import ConvNet, build_model, parse_spec, resolve
-from .runs import Run, new_run_dir, open_run, save_weights, write_atomic, write_json
+from .runs import Run, new_run_dir, open_run, read_json, resolve_run, save_weights, write_atomic, write_json
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class TrainConfig:
     precision: str = "auto"           # auto | fp32 | bf16
     threads: int = 0                  # CPU threads; 0 = one per core
     compile: bool = False             # torch.compile the model (compile time counts as training time)
+    checkpoint_every: int = 0         # also checkpoint every N optimizer steps; 0 = after each epoch only
+    deterministic: bool = False       # bit-for-bit repeatable on the CPU (same seed -> same weights)
     runs_dir: str = "runs"
     name: str | None = None           # run directory name; None: MODEL-DATE-TIME
 
@@ -114,6 +120,8 @@ class TrainConfig:
             raise ConvlensError("--device cuda: no CUDA GPU is available to PyTorch here")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConvlensError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.checkpoint_every < 0:
+            raise ConvlensError(f"--checkpoint-every must be ≥ 0 (0: after each epoch only), got {self.checkpoint_every}")
         if self.threads < 0:
             raise ConvlensError(f"--threads must be ≥ 0, got {self.threads}")
 
@@ -295,16 +303,46 @@ class History:
     train_time_s: float = 0.0                            # optimizer steps only, no evaluation
 
 
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM asks training to stop after the current step, so that the
+    weights and the checkpoint are those of a whole step; a second Ctrl-C stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> "StopRequest":
+        self.requested, self.previous = False, {}
+        if threading.current_thread() is threading.main_thread():   # signal handlers live there only
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def __bool__(self) -> bool:
+        return self.requested
+
+
 def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, early_stopping: int = 0,
         precision: torch.dtype = torch.float32, compile: bool = False,
         on_epoch: Callable[[dict], None] | None = None,
-        on_step: Callable[[int, int], None] | None = None) -> History:
+        on_step: Callable[[int, int], None] | None = None,
+        checkpoint_dir: Path | None = None, checkpoint_every: int = 0,
+        resume: Checkpoint | None = None) -> History:
     """Train `model` in place on data.train, validating on data.val after each epoch.
 
     With early_stopping = P, stops after P epochs without a lower validation loss and
     restores the best weights (Keras's EarlyStopping(restore_best_weights=True)).
-    Ctrl-C ends training after the current step; what was trained is kept.
-    compile: run the steps through torch.compile; its compile time lands in epoch 1's time.
+    checkpoint_dir: write a resumable checkpoint there at the start, after every epoch,
+    every `checkpoint_every` steps (0: only at epoch ends) and when stopped; resume: a
+    checkpoint to continue from. Ctrl-C ends training after the current step; what was
+    trained is kept. compile: run the steps through torch.compile; its compile time lands
+    in epoch 1's time.
     """
     device = next(model.parameters()).device
     forward = torch.compile(model) if compile else model
@@ -320,56 +358,84 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
     fused = device.type == "cuda"
     opt = torch.optim.Adam(model.parameters(), lr=lr_at(0, total, r), eps=r.eps, fused=fused or None)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    hist, best_loss, best_state = History(), math.inf, None
-    step = 0
+    p, best_state, perm = Progress(), None, None
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    if resume is not None:
+        restore(resume, model, opt, gen)
+        p, best_state = resume.progress, resume.best
+        perm = resume.perm.to(device) if resume.perm is not None else None
+        loss_sum.copy_(resume.sums[0]), correct.copy_(resume.sums[1])
+
+    def checkpoint() -> None:
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, p, model, opt, gen, perm if p.step_in_epoch else None,
+                            (loss_sum, correct), best_state)
+
+    hist = History()
     model.train()
-    try:
-        for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=gen).to(device)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            for i in range(0, n, bs):
-                # 1. batch  2. forward  3. loss  4. backward + step  5. schedule
-                idx = perm[i:i + bs]
-                x, y = to_input(x_train[idx], device, norm), y_train[idx]
-                if r.flip:
-                    mirror = (torch.rand(len(idx), generator=gen) < 0.5).to(device).view(-1, 1, 1, 1)
-                    x = torch.where(mirror, x.flip(3), x)
-                with autocast(device, precision):
-                    logits = forward(x)
-                    loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(step, total, r)
-                # Logged loss is plain cross-entropy, comparable with val_loss (the smoothed one is not).
-                loss_sum += (F.cross_entropy(logits.detach().float(), y, reduction="sum") if r.label_smoothing
-                             else loss.detach() * len(y))
-                correct += (logits.detach().argmax(1) == y).sum()
-                if on_step:
-                    on_step(i // bs + 1, steps_per_epoch)
-            elapsed = time.perf_counter() - t0
-            hist.train_time_s += elapsed
-            record = {"epoch": epoch, "loss": loss_sum.item() / n, "accuracy": correct.item() / n,
-                      "lr": lr_at(step - 1, total, r), "time_s": round(elapsed, 3)}
-            if len(data.val_y):
-                record["val_loss"], record["val_accuracy"] = loss_and_accuracy(
-                    predict_logits(model, data.val_x, precision=precision, norm=norm), data.val_y)
-                if record["val_loss"] < best_loss:
-                    best_loss, hist.best_epoch = record["val_loss"], epoch
-                    if early_stopping:
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            hist.epochs.append(record)
-            if on_epoch:
-                on_epoch(record)
-            if early_stopping and epoch - hist.best_epoch >= early_stopping:
-                hist.stopped_early = True
-                break
-    except KeyboardInterrupt:
-        hist.interrupted = True
+    with StopRequest() as stop:
+        try:
+            if resume is None:
+                checkpoint()
+            while p.epoch <= epochs and not p.stopped_early and not stop:
+                if p.step_in_epoch == 0:
+                    perm = torch.randperm(n, generator=gen).to(device)
+                    loss_sum.zero_(), correct.zero_()
+                t0 = time.perf_counter()
+                for i in range(p.step_in_epoch * bs, n, bs):
+                    # 1. batch  2. forward  3. loss  4. backward + step  5. schedule  6. log
+                    idx = perm[i:i + bs]
+                    x, y = to_input(x_train[idx], device, norm), y_train[idx]
+                    if r.flip:
+                        mirror = (torch.rand(len(idx), generator=gen) < 0.5).to(device).view(-1, 1, 1, 1)
+                        x = torch.where(mirror, x.flip(3), x)
+                    with autocast(device, precision):
+                        logits = forward(x)
+                        loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    p.step, p.step_in_epoch = p.step + 1, p.step_in_epoch + 1
+                    for g in opt.param_groups:
+                        g["lr"] = lr_at(p.step, total, r)
+                    # Logged loss is plain cross-entropy, comparable with val_loss (the smoothed one is not).
+                    loss_sum += (F.cross_entropy(logits.detach().float(), y, reduction="sum") if r.label_smoothing
+                                 else loss.detach() * len(y))
+                    correct += (logits.detach().argmax(1) == y).sum()
+                    if on_step:
+                        on_step(p.step_in_epoch, steps_per_epoch)
+                    if p.step_in_epoch < steps_per_epoch and (stop or (checkpoint_every and
+                                                                       p.step % checkpoint_every == 0)):
+                        p.epoch_time_s += time.perf_counter() - t0   # checkpoint writes are not training time
+                        checkpoint()
+                        t0 = time.perf_counter()
+                        if stop:
+                            break
+                p.epoch_time_s += time.perf_counter() - t0
+                if p.step_in_epoch < steps_per_epoch:   # stopped inside the epoch
+                    break
+                record = {"epoch": p.epoch, "loss": loss_sum.item() / n, "accuracy": correct.item() / n,
+                          "lr": lr_at(p.step - 1, total, r), "time_s": round(p.epoch_time_s, 3)}
+                if len(data.val_y):
+                    record["val_loss"], record["val_accuracy"] = loss_and_accuracy(
+                        predict_logits(model, data.val_x, precision=precision, norm=norm), data.val_y)
+                    if record["val_loss"] < p.best_loss:
+                        p.best_loss, p.best_epoch = record["val_loss"], p.epoch
+                        if early_stopping:
+                            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                p.epochs.append(record)
+                p.train_time_s, p.epoch_time_s = p.train_time_s + p.epoch_time_s, 0.0
+                p.stopped_early = bool(early_stopping) and p.epoch - p.best_epoch >= early_stopping
+                p.epoch, p.step_in_epoch = p.epoch + 1, 0
+                checkpoint()
+                if on_epoch:
+                    on_epoch(record)
+            hist.interrupted = bool(stop) and p.epoch <= epochs and not p.stopped_early
+        except KeyboardInterrupt:   # a second Ctrl-C, or raised by a callback: keep what was trained
+            hist.interrupted = True
+    hist.epochs, hist.best_epoch, hist.train_time_s = p.epochs, p.best_epoch, p.train_time_s
+    hist.stopped_early = p.stopped_early
     if best_state is not None and hist.best_epoch != len(hist.epochs):
         model.load_state_dict(best_state)
     if stats is not None:
@@ -419,6 +485,17 @@ def versions() -> dict:
             "git": git_revision()}
 
 
+def _setup(config: TrainConfig, threads: int) -> tuple[torch.device, torch.dtype, int]:
+    """Device, precision and threads for a run; deterministic mode where asked."""
+    device = pick_device(config.device)
+    if config.deterministic:
+        # cuBLAS needs a fixed workspace to reduce in a fixed order (PyTorch "Reproducibility" notes).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    return device, pick_precision(config.precision, device), set_threads(threads)
+
+
 def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None,
           on_start: Callable[[Path, ConvNet, Dataset], None] | None = None,
           on_epoch: Callable[[dict], None] | None = None,
@@ -426,15 +503,15 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None,
     """Train a model into a new run directory and return the finished Run.
 
     Everything is checked (arguments, spec against the data, data files) before the
-    directory is created; if training fails before its first epoch the directory is removed.
+    directory is created; if training fails before its first checkpoint the directory is removed.
     """
     config.check()
     r = config.settings()
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, val_split=r.val_split, seed=config.seed)
-    device = pick_device(config.device)
-    precision = pick_precision(config.precision, device)
-    threads = set_threads(config.threads)
+    device, precision, threads = _setup(config, config.threads)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     model = build_model(config.model, data.input_shape, data.num_classes)
     init_weights(model, r.init)
@@ -451,35 +528,79 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None,
         write_json(path / "model.json", {"spec": model.spec, "input_shape": list(model.input_shape),
                                          "classes": list(data.classes), "dataset": data.name,
                                          "preprocessing": "uint8 pixels / 255, shape (N, C, H, W)"})
-        if on_start:
-            on_start(path, model, data)
-        metrics_lines: list[bytes] = []
-
-        def record_epoch(rec: dict) -> None:
-            metrics_lines.append((json.dumps(rec) + "\n").encode())
-            write_atomic(path / "metrics.jsonl", b"".join(metrics_lines))
-            if on_epoch:
-                on_epoch(rec)
-
-        wall = time.perf_counter()
-        hist = fit(model, data, r, config.epochs, config.seed, config.early_stopping, precision,
-                   config.compile, record_epoch, on_step)
-        if not hist.epochs:
-            raise KeyboardInterrupt if hist.interrupted else ConvlensError("training produced no epoch")
-        save_weights(path / "model.safetensors", model)
-        test_loss, test_acc = loss_and_accuracy(predict_logits(model, data.test_x, precision=precision), data.test_y)
-        tta = {}
-        if r.flip:   # trained on mirror images too: report the mirror-averaged test accuracy beside it
-            tta = {"test_accuracy_tta": loss_and_accuracy(
-                predict_logits(model, data.test_x, precision=precision, tta=True), data.test_y)[1]}
-        write_json(path / "results.json", {
-            "test_loss": test_loss, "test_accuracy": test_acc, **tta, "epochs_run": len(hist.epochs),
-            "best_epoch": hist.best_epoch, "stopped_early": hist.stopped_early, "interrupted": hist.interrupted,
-            "restored_best": bool(config.early_stopping and hist.best_epoch != len(hist.epochs)),
-            "train_time_s": round(hist.train_time_s, 3), "wall_time_s": round(time.perf_counter() - wall, 3),
-            "overfitting": overfitting_note(hist.epochs, suggest=not config.early_stopping)})
+        return _train_into(path, config, data, model, precision, None, on_start, on_epoch, on_step)
     except BaseException:
-        if not (path / "metrics.jsonl").exists():   # nothing trained: leave no half-written run
+        if not (path / LATEST).exists() and not (path / PREVIOUS).exists():   # nothing to resume: leave no run
             shutil.rmtree(path)
         raise
+
+
+def resume(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs", data: Dataset | None = None,
+           data_dir: str | None = None, device: str | None = None,
+           on_start: Callable[[Path, ConvNet, Dataset], None] | None = None,
+           on_epoch: Callable[[dict], None] | None = None,
+           on_step: Callable[[int, int], None] | None = None) -> Run:
+    """Continue a stopped or killed run from its latest good checkpoint, with its own settings.
+
+    data_dir, device: where the data and the compute are now, when they moved since.
+    A deterministic run resumed on the same machine ends with the weights it would have had.
+    """
+    path = resolve_run(run, runs_dir)
+    saved = read_json(path / "config.json")
+    if (path / "results.json").exists() and not read_json(path / "results.json").get("interrupted"):
+        raise RunError(f"run {path.name} has finished; nothing to resume (train a new run for more epochs)")
+    known = {f.name for f in fields(TrainConfig)}
+    try:
+        config = TrainConfig(**{k: v for k, v in saved.items() if k in known})
+        config = replace(config, data_dir=data_dir or config.data_dir, device=device or config.device)
+        config.check()
+        threads = int(saved["resolved"]["threads"])   # the same threads: oneDNN's sums depend on them
+    except (TypeError, KeyError, ValueError) as e:
+        raise RunError(f"{path / 'config.json'}: malformed ({e})") from None
+    r = config.settings()
+    if data is None:
+        data = load_dataset(config.dataset, config.data_dir, val_split=r.val_split, seed=config.seed)
+    _, precision, _ = _setup(config, threads)
+    model = build_model(config.model, data.input_shape, data.num_classes)
+    ckpt = load_checkpoint(path, model)
+    ckpt.progress.resumes += 1
+    for stale in path.glob(".*.tmp"):        # a write the kill interrupted
+        stale.unlink()
+    model = model.to(pick_device(config.device)).to(memory_format=torch.channels_last)
+    return _train_into(path, config, data, model, precision, ckpt, on_start, on_epoch, on_step)
+
+
+def _train_into(path: Path, config: TrainConfig, data: Dataset, model: ConvNet, precision: torch.dtype,
+                ckpt: Checkpoint | None, on_start, on_epoch, on_step) -> Run:
+    """Train (or go on training) in an existing run directory; write weights, metrics and results."""
+    r = config.settings()
+    if on_start:
+        on_start(path, model, data)
+    metrics_lines = [(json.dumps(rec) + "\n").encode() for rec in (ckpt.progress.epochs if ckpt else [])]
+    write_atomic(path / "metrics.jsonl", b"".join(metrics_lines))   # on resume: as far as the checkpoint got
+
+    def record_epoch(rec: dict) -> None:
+        metrics_lines.append((json.dumps(rec) + "\n").encode())
+        write_atomic(path / "metrics.jsonl", b"".join(metrics_lines))
+        if on_epoch:
+            on_epoch(rec)
+
+    wall = time.perf_counter()
+    hist = fit(model, data, r, config.epochs, config.seed, config.early_stopping, precision, config.compile,
+               record_epoch, on_step, checkpoint_dir=path, checkpoint_every=config.checkpoint_every, resume=ckpt)
+    if not hist.epochs:
+        raise KeyboardInterrupt if hist.interrupted else ConvlensError("training produced no epoch")
+    save_weights(path / "model.safetensors", model)
+    test_loss, test_acc = loss_and_accuracy(predict_logits(model, data.test_x, precision=precision), data.test_y)
+    tta = {}
+    if r.flip:   # trained on mirror images too: report the mirror-averaged test accuracy beside it
+        tta = {"test_accuracy_tta": loss_and_accuracy(
+            predict_logits(model, data.test_x, precision=precision, tta=True), data.test_y)[1]}
+    write_json(path / "results.json", {
+        "test_loss": test_loss, "test_accuracy": test_acc, **tta, "epochs_run": len(hist.epochs),
+        "best_epoch": hist.best_epoch, "stopped_early": hist.stopped_early, "interrupted": hist.interrupted,
+        "restored_best": bool(config.early_stopping and hist.best_epoch != len(hist.epochs)),
+        "train_time_s": round(hist.train_time_s, 3), "wall_time_s": round(time.perf_counter() - wall, 3),
+        "deterministic": config.deterministic, "resumes": ckpt.progress.resumes if ckpt else 0,
+        "overfitting": overfitting_note(hist.epochs, suggest=not config.early_stopping)})
     return open_run(path)

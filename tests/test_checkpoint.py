@@ -1,0 +1,336 @@
+"""Checkpoints and resume: killed runs lose nothing, resumed runs equal uninterrupted ones bit for bit."""
+
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import run_cli
+from convlens import TrainConfig, build_model, train
+from convlens.checkpoint import LATEST, PREVIOUS, Progress, load_checkpoint, read_checkpoint, save_checkpoint
+from convlens.errors import ConvlensError, RunError
+from convlens.runs import read_safetensors
+from convlens.train import resume
+from test_train import synthetic
+
+TINY = "conv8-pool-flatten-dense16-dense2"
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return read_safetensors(run_dir / "model.safetensors")[0]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def metrics_without_times(run_dir: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "time_s"}
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def config(tmp_path, name, **kw) -> TrainConfig:
+    return TrainConfig(**{"model": TINY, "epochs": 3, "runs_dir": str(tmp_path), "name": name,
+                          "deterministic": True, "checkpoint_every": 5, **kw})
+
+
+# ---------------------------------------------------------------------------
+# In process: stop, resume, compare
+
+def test_deterministic_runs_are_identical_and_say_so(tmp_path):
+    a = train(config(tmp_path, "a"), data=synthetic())
+    b = train(config(tmp_path, "b"), data=synthetic())
+    assert same_weights(a.path, b.path)
+    assert metrics_without_times(a.path) == metrics_without_times(b.path)
+    assert a.config["deterministic"] is True and a.results["deterministic"] is True
+
+
+@pytest.mark.parametrize("stop_at", [7, 8 * 2, 8 * 2 + 3])   # mid-epoch 1, end of epoch 2, mid-epoch 3
+def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, stop_at):
+    """Ctrl-C (a real SIGINT) stops after the current step with a checkpoint; --resume finishes the
+    run; weights and metrics equal those of a run that was never stopped."""
+    data = synthetic()   # 256 training images: 8 steps of 32 an epoch
+    whole = train(config(tmp_path, "whole", batch_size=32), data=data)
+    steps = []
+
+    def on_step(done, total):
+        steps.append(done)
+        if len(steps) == stop_at:
+            os.kill(os.getpid(), signal.SIGINT)
+    if stop_at < 8:      # inside epoch 1: no epoch to report on, the run is kept for --resume
+        with pytest.raises(KeyboardInterrupt):
+            train(config(tmp_path, "cut", batch_size=32), data=data, on_step=on_step)
+    else:
+        cut = train(config(tmp_path, "cut", batch_size=32), data=data, on_step=on_step)
+        assert cut.results["interrupted"] and cut.results["epochs_run"] == stop_at // 8
+    assert len(steps) == stop_at                                       # stopped right after that step
+    ckpt = load_checkpoint(tmp_path / "cut", build_model(TINY, (1, 28, 28), 2))
+    assert ckpt.progress.step == stop_at
+    done = resume(tmp_path / "cut", data=data)
+    assert done.results["interrupted"] is False and done.results["resumes"] == 1
+    assert done.results["epochs_run"] == 3
+    assert same_weights(whole.path, done.path)
+    assert metrics_without_times(whole.path) == metrics_without_times(done.path)
+    assert whole.results["test_loss"] == done.results["test_loss"]
+
+
+def test_resume_keeps_early_stopping_state(tmp_path):
+    """The best epoch's weights travel in the checkpoint: a resumed early-stopping run restores them."""
+    data = synthetic(256)
+    data.train_y = torch.randint(0, 2, data.train_y.shape, generator=torch.Generator().manual_seed(1))
+    kw = dict(model="flatten-dense256-dense2", recipe="keras", epochs=30, early_stopping=2, val_split=0.25)
+    whole = train(config(tmp_path, "whole", **kw), data=data)
+    assert whole.results["stopped_early"]
+    count = []
+
+    def on_step(done, total):
+        count.append(done)
+        if len(count) == 9:
+            os.kill(os.getpid(), signal.SIGINT)
+    cut = train(config(tmp_path, "cut", **kw), data=data, on_step=on_step)
+    assert cut.results["interrupted"]
+    done = resume(cut.path, data=data)
+    assert done.results["stopped_early"] and done.results["best_epoch"] == whole.results["best_epoch"]
+    assert same_weights(whole.path, done.path)
+
+
+def test_finished_and_unknown_runs_cannot_be_resumed(tmp_path):
+    run = train(config(tmp_path, "done", epochs=1), data=synthetic())
+    with pytest.raises(RunError, match="has finished; nothing to resume"):
+        resume(run.path, data=synthetic())
+    with pytest.raises(RunError, match="no run"):
+        resume("nope", tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# Damaged, foreign and malicious checkpoints
+
+def _two_checkpoints(tmp_path) -> tuple[Path, torch.nn.Module]:
+    run = train(config(tmp_path, "r", epochs=2), data=synthetic())
+    return run.path, build_model(TINY, (1, 28, 28), 2)
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    path, model = _two_checkpoints(tmp_path)
+    prev_step = read_checkpoint(path / PREVIOUS, model).progress.step
+    data = bytearray((path / LATEST).read_bytes())
+    (path / LATEST).write_bytes(bytes(data[: len(data) // 2]))          # torn, as by a failing disk
+    ckpt = load_checkpoint(path, model)
+    assert ckpt.path.name == PREVIOUS and ckpt.progress.step == prev_step
+    warning = capsys.readouterr().err
+    assert warning.startswith("convlens: warning:") and "previous checkpoint" in warning
+    (path / PREVIOUS).write_bytes(b"\x00" * 100)
+    with pytest.raises(RunError, match="no usable checkpoint"):
+        load_checkpoint(path, model)
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    path, _ = _two_checkpoints(tmp_path)
+    with pytest.raises(RunError, match="do not match the run's model"):
+        read_checkpoint(path / LATEST, build_model("conv4-pool-flatten-dense2", (1, 28, 28), 2))
+
+
+class _Evil:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickle_posing_as_a_checkpoint_is_refused_unopened(tmp_path):
+    path, model = _two_checkpoints(tmp_path)
+    victim = tmp_path / "pwned"
+    for name in (LATEST, PREVIOUS):
+        (path / name).write_bytes(pickle.dumps(_Evil(str(victim)), protocol=4))
+    with pytest.raises(RunError, match="pickle"):
+        load_checkpoint(path, model)
+    (path / "results.json").unlink()             # as if it had been killed
+    with pytest.raises(RunError, match="pickle"):
+        resume(path, data=synthetic())
+    assert not victim.exists()
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes(tmp_path_factory) -> bytes:
+    path, _ = _two_checkpoints(tmp_path_factory.mktemp("ck"))
+    return (path / LATEST).read_bytes()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzzed_checkpoints_raise_only_run_error(tmp_path, checkpoint_bytes, data):
+    """Random bytes, flipped bytes, cut files, edited headers: RunError or a valid checkpoint, nothing else."""
+    buf = bytearray(checkpoint_bytes)
+    header_len = int.from_bytes(buf[:8], "little")
+    how = data.draw(st.sampled_from(["random", "flip", "cut", "header"]))
+    if how == "random":
+        buf = bytearray(data.draw(st.binary(max_size=256)))
+    elif how == "flip":
+        for _ in range(data.draw(st.integers(1, 8))):
+            buf[data.draw(st.integers(0, len(buf) - 1))] ^= data.draw(st.integers(1, 255))
+    elif how == "cut":
+        buf = buf[: data.draw(st.integers(0, len(buf) - 1))]
+    else:    # a mutation inside the JSON header: the part a parser trusts most
+        pos = data.draw(st.integers(8, 8 + header_len - 1))
+        buf[pos] = data.draw(st.sampled_from(b'{}[]":,0123456789-e.tfn ')) if data.draw(st.booleans()) else 0xFF
+    f = tmp_path / "fuzz.safetensors"
+    f.write_bytes(bytes(buf))
+    try:
+        read_checkpoint(f, build_model(TINY, (1, 28, 28), 2))
+    except RunError:
+        pass
+
+
+# ---------------------------------------------------------------------------
+# Disk full and read-only folders, on a real file system when we may mount one
+
+def _save(folder: Path, step: int) -> None:
+    model = build_model(TINY, (1, 28, 28), 2)
+    opt = torch.optim.Adam(model.parameters())
+    save_checkpoint(folder, Progress(step=step), model, opt, torch.Generator())
+
+
+def _mount_tmpfs(target: Path, size: str) -> bool:
+    target.mkdir()
+    return os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], capture_output=True).returncode == 0
+
+
+def test_disk_full_and_read_only_keep_the_previous_checkpoint(tmp_path):
+    """CI runs as root and mounts a 1 MiB tmpfs: the disk really fills, the folder really turns read-only."""
+    mnt = tmp_path / "small-disk"
+    if not _mount_tmpfs(mnt, "1m"):
+        pytest.skip("needs root to mount a tmpfs (CI runs as root; "
+                    "test_write_failures_keep_the_previous_checkpoint covers this without)")
+    try:
+        _save(mnt, 1)
+        _save(mnt, 2)
+        filler = mnt / "filler"
+        with open(filler, "wb", buffering=0) as f:           # fill the disk to the last byte
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        with pytest.raises(RunError, match=f"cannot write {mnt / LATEST}: No space left on device"):
+            _save(mnt, 3)
+        model = build_model(TINY, (1, 28, 28), 2)
+        assert load_checkpoint(mnt, model).progress.step == 2
+        assert read_checkpoint(mnt / PREVIOUS, model).progress.step == 1
+        filler.unlink()
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        with pytest.raises(RunError, match="Read-only file system"):
+            _save(mnt, 4)
+        assert load_checkpoint(mnt, model).progress.step == 2
+        assert sorted(p.name for p in mnt.iterdir()) == [PREVIOUS, LATEST]    # no temporary file left
+    finally:
+        subprocess.run(["umount", str(mnt)])
+
+
+@pytest.mark.parametrize("fail_at", ["create", "fsync", "rename"])
+def test_write_failures_keep_the_previous_checkpoint(tmp_path, monkeypatch, fail_at):
+    import errno
+    _save(tmp_path, 1)
+    _save(tmp_path, 2)
+
+    def fail(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    target = {"create": "tempfile.mkstemp", "fsync": "os.fsync", "rename": "os.replace"}[fail_at]
+    monkeypatch.setattr(target, fail)
+    with pytest.raises(RunError, match="No space left on device"):
+        _save(tmp_path, 3)
+    monkeypatch.undo()
+    model = build_model(TINY, (1, 28, 28), 2)
+    assert load_checkpoint(tmp_path, model).progress.step == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PREVIOUS, LATEST]
+
+
+# ---------------------------------------------------------------------------
+# The kill test: SIGKILL at random moments, 20 times, then resume to the end
+
+KILLS = 20
+
+
+def _train_cmd(data_dir: Path, runs: Path, name: str, resume_run: bool) -> list[str]:
+    base = [sys.executable, "-m", "convlens", "train", "--runs-dir", str(runs), "--data-dir", str(data_dir),
+            "--no-report"]
+    if resume_run:
+        return base + ["--resume", name]
+    return base + ["--model", "conv16-pool-conv16-pool-flatten-dense32-dense10", "--epochs", "3",
+                   "--checkpoint-every", "2", "--deterministic", "--name", name]
+
+
+def _tmp_files(run_dir: Path) -> list[str]:
+    return [n for n in os.listdir(run_dir) if n.startswith(".checkpoint")]
+
+
+@pytest.mark.slow
+def test_sigkill_twenty_times_then_resume_equals_an_uninterrupted_run(tmp_path, small_data_dir):
+    runs = tmp_path / "runs"
+    rc, _, err = run_cli(*_train_cmd(small_data_dir, runs, "whole", False)[3:])
+    assert rc == 0, err
+    run_dir = runs / "killed"
+    model = build_model("conv16-pool-conv16-pool-flatten-dense32-dense10")
+    rng = random.Random(0)
+    steps, during_write = [], 0
+    def mtime(path: Path) -> int:
+        try:
+            return path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+    for k in range(KILLS):
+        before = mtime(run_dir / LATEST)
+        proc = subprocess.Popen(_train_cmd(small_data_dir, runs, "killed", k > 0),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        # Training is under way once this process has written a checkpoint of its own.
+        while mtime(run_dir / LATEST) in (0, before):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        if k % 2:        # the next checkpoint write: kill it while its temporary file is being written
+            while not _tmp_files(run_dir) and proc.poll() is None:
+                pass
+        else:            # anywhere in the steps that follow
+            time.sleep(rng.uniform(0, 0.25))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+        during_write += bool(_tmp_files(run_dir))
+        ckpt = load_checkpoint(run_dir, model)                   # always a loadable checkpoint
+        assert ckpt.path.name == LATEST and ckpt.progress.step >= (steps[-1] if steps else 0)
+        steps.append(ckpt.progress.step)
+    assert during_write >= KILLS // 4, f"only {during_write} kills landed inside a checkpoint write"
+    assert not (run_dir / "results.json").exists()
+
+    rc, out, err = run_cli(*_train_cmd(small_data_dir, runs, "killed", True)[3:])
+    assert rc == 0, err
+    assert "Resuming" in out and "Test:" in out
+    assert not _tmp_files(run_dir)
+    assert same_weights(runs / "whole", run_dir)
+    assert metrics_without_times(runs / "whole") == metrics_without_times(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["resumes"] == KILLS and results["deterministic"] is True
+
+
+def test_resume_from_the_command_line_checks_its_input(tmp_path):
+    runs = tmp_path / "runs"
+    train(config(runs, "done", epochs=1), data=synthetic())
+    for args, fragment in ((["--resume", "done", "--lr", "0.1"], "drop --lr"),
+                           (["--resume", "nope"], "no run 'nope'")):
+        rc, _, err = run_cli("train", *args, "--runs-dir", runs, cwd=tmp_path)
+        assert rc == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(ConvlensError):
+        resume("done", runs)
