@@ -2,7 +2,6 @@
 
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from conftest import run_cli
@@ -11,11 +10,6 @@ from conftest import run_cli
 def _png_ok(path):
     img = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
     return img.shape[0] > 100 and img.std() > 5
-
-
-def _one_line_error(rc, err, fragment):
-    lines = err.strip().splitlines()
-    return rc == 2 and len(lines) == 1 and lines[0].startswith("convlens: error:") and fragment in lines[0]
 
 
 def test_convolve_on_a_sample_and_a_photo(tmp_path):
@@ -33,22 +27,6 @@ def test_convolve_on_a_sample_and_a_photo(tmp_path):
     assert "300×400 → 150×200 → 75×100" in out and "output (10, 20)" in out and _png_ok(tmp_path / "p.png")
 
 
-@pytest.mark.parametrize("make, args, fragment", [
-    (lambda p: p.write_text("hello"), [], "not an image"),
-    (lambda p: Image.new("L", (1, 1)).save(p, "PNG"), [], "too small"),
-    (lambda p: Image.new("1", (20000, 20000)).save(p, "PNG"), [], "decompression bomb"),
-    (lambda p: Image.new("L", (28, 28)).save(p, "PNG"), ["--kernel", "1,2;3"], "kernel"),
-    (lambda p: Image.new("L", (28, 28)).save(p, "PNG"), ["--kernel", "sobel"], "did you mean"),
-    (lambda p: Image.new("L", (28, 28)).save(p, "PNG"), ["--pixel", "40,40"], "outside"),
-])
-def test_convolve_bad_inputs(tmp_path, make, args, fragment):
-    path = tmp_path / "in.png"
-    make(path)
-    rc, _, err = run_cli("convolve", path, *args, "--out", tmp_path / "x.png")
-    assert _one_line_error(rc, err, fragment), err
-    assert not (tmp_path / "x.png").exists()
-
-
 def test_activations_filters_explain(tmp_path, small_run):
     runs = small_run.path.parent
     out_dir = tmp_path / "figs"
@@ -58,13 +36,9 @@ def test_activations_filters_explain(tmp_path, small_run):
         assert shape in out
     pngs = sorted(p.name for p in out_dir.iterdir())
     assert len(pngs) == 5 and "filter-6.png" in pngs and all(_png_ok(out_dir / p) for p in pngs)
-    rc, _, err = run_cli("activations", "small", "--runs-dir", runs, "--filter", "70", "--out-dir", out_dir)
-    assert _one_line_error(rc, err, "filter 70 is out of range"), err
 
     rc, out, err = run_cli("filters", "small", "--runs-dir", runs, "--layer", "1", "--out", tmp_path / "k.png")
     assert rc == 0 and "conv2d_2: 64 kernels of 3×3×64" in out and _png_ok(tmp_path / "k.png"), err
-    rc, _, err = run_cli("filters", "small", "--runs-dir", runs, "--layer", "5")
-    assert _one_line_error(rc, err, "conv layer"), err
 
     rc, out, err = run_cli("explain", "small", "--runs-dir", runs, "--index", "0", "--out", tmp_path / "e.png")
     assert rc == 0 and "Ankle boot" in out and "LayerCAM on conv2d_2" in out and _png_ok(tmp_path / "e.png"), err
@@ -72,8 +46,6 @@ def test_activations_filters_explain(tmp_path, small_run):
     rc, out, err = run_cli("explain", "small", tmp_path / "white.png", "--runs-dir", runs, "--cam", "gradcam",
                            "--out", tmp_path / "e2.png")
     assert rc == 0 and out.count("%") == 3 and "Grad-CAM" in out, err
-    rc, _, err = run_cli("explain", "small", "--runs-dir", runs, "--index", "10000")
-    assert _one_line_error(rc, err, "--index 10000"), err
 
 
 def test_report_and_compare(tmp_path, small_run, small_data_dir):

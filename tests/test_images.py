@@ -2,6 +2,8 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from convlens.errors import ImageError
@@ -73,3 +75,32 @@ def test_decompression_bomb_is_refused_before_decoding():
     big = Image.new("1", (10000, 10000))
     with pytest.raises(ImageError, match="pixel limit|bomb"):
         read_image(_png(big))
+
+
+def test_a_file_over_the_size_limit_is_refused_unread(tmp_path):
+    from convlens.images import MAX_FILE_BYTES
+    big = tmp_path / "huge.png"
+    with open(big, "wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)         # sparse: nothing written, the size is what counts
+    with pytest.raises(ImageError, match="over the 20 MiB limit"):
+        read_image(big)
+
+
+_SEEDS = {fmt: _png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 20, 3), np.uint8)), fmt)
+          for fmt in ("PNG", "JPEG", "BMP", "GIF", "WEBP")}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(_SEEDS)), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6),
+       st.integers(0, 10**6))
+def test_fuzzed_images_raise_only_image_error(fmt, flips, cut):
+    """Valid files of every allowed format with bytes flipped and tails cut: a prepared image or ImageError."""
+    buf = bytearray(_SEEDS[fmt])
+    for pos, value in flips:
+        buf[pos % len(buf)] = value
+    buf = buf[: max(1, cut % (len(buf) + 1))]
+    try:
+        t = load_image(bytes(buf), name=f"fuzz.{fmt.lower()}")
+        assert t.shape == (1, 28, 28)
+    except ImageError as e:
+        assert "\n" not in str(e)
