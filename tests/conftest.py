@@ -63,3 +63,11 @@ def small_run(tmp_path_factory, small_data_dir):
     data = load_dataset("fashion-mnist", small_data_dir, val_split=0.1)
     return train(TrainConfig(model="seed", epochs=2, runs_dir=str(runs), name="small",
                              data_dir=str(small_data_dir)), data=data)
+
+
+@pytest.fixture(scope="session")
+def real_seed_run(tmp_path_factory, real_data):
+    """The seed model trained 2 epochs on the real Fashion-MNIST (shared: it is the suite's longest training)."""
+    from convlens import TrainConfig, train
+    runs = tmp_path_factory.mktemp("real-runs")
+    return train(TrainConfig(model="seed", epochs=2, runs_dir=str(runs), name="seed2"), data=real_data)

@@ -301,7 +301,7 @@ def test_most_confident_mistakes_and_confusion_cells():
 # ---------------------------------------------------------------------------
 # real data: where a trained seed model looks at a sneaker
 #
-# Measured on a seed trained 1 epoch (fast recipe, 88.99 % test), first 10 correctly classified
+# Measured on a seed trained 1 epoch (fast recipe, 88.99 % test; the tests use the suite's 2-epoch run), first 10 correctly classified
 # test images per class, "object" = pixels > 0.1·max: plain Grad-CAM is larger on the object than
 # on the background for 0/10 sneakers (also 0/10 with the keras recipe): its one mean weight per
 # filter lands on the empty space around the shoe. LayerCAM is on the shoe for 10/10. Painting the
@@ -312,11 +312,9 @@ SNEAKER = 7
 
 
 @pytest.fixture(scope="module")
-def sneakers(tmp_path_factory, real_data):
-    """A seed model trained one epoch on the real data, and its first 5 correctly classified test sneakers."""
-    from convlens.train import TrainConfig, train
-    run = train(TrainConfig(model="seed", epochs=1, runs_dir=str(tmp_path_factory.mktemp("runs"))), data=real_data)
-    model = run.load_model()
+def sneakers(real_seed_run, real_data):
+    """The seed model trained on the real data, and its first 5 correctly classified test sneakers."""
+    model = real_seed_run.load_model()
     images = real_data.test_x[real_data.test_y == SNEAKER][:50]
     correct = images[predict_logits(model, images).argmax(1) == SNEAKER][:5]
     assert len(correct) == 5

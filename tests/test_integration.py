@@ -7,8 +7,8 @@ from convlens import TrainConfig, evaluate_run, train
 pytestmark = pytest.mark.slow
 
 
-def test_seed_model_two_epochs_on_real_data(tmp_path, real_data):
-    run = train(TrainConfig(model="seed", epochs=2, runs_dir=str(tmp_path), name="seed2"), data=real_data)
+def test_seed_model_two_epochs_on_real_data(real_seed_run, real_data):
+    run = real_seed_run
     acc = run.results["test_accuracy"]
     assert acc >= 0.895, acc                       # measured ~0.90 after 2 epochs
     assert [m["epoch"] for m in run.metrics] == [1, 2]
