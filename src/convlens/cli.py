@@ -78,6 +78,7 @@ def cmd_train(args) -> None:
 
     def on_start(path, model, data):
         where.append(path)
+        progress.event("start", run=str(path), epochs=config.epochs)
         if args.resume:
             _say(f"Resuming {path}: {progress.done} of {config.epochs} epochs done, going on from its checkpoint")
         else:
@@ -94,7 +95,7 @@ def cmd_train(args) -> None:
     config.check()
     settings = config.settings()
     data = load_dataset(config.dataset, config.data_dir, val_split=settings.val_split, seed=config.seed)
-    progress = _EpochProgress(config.epochs)
+    progress = _EpochProgress(config.epochs, args.progress)
     try:
         if args.resume:
             progress.done = len(saved.metrics)
@@ -111,6 +112,7 @@ def cmd_train(args) -> None:
     finally:
         progress.close()
     res = run.results
+    progress.event("done", **res)
     if res.get("interrupted"):
         _say(f"Interrupted: kept the weights after {res['epochs_run']} epoch(s); "
              f"`convlens train --resume {run.path}` continues.")
@@ -129,18 +131,25 @@ def cmd_train(args) -> None:
 
 
 class _EpochProgress:
-    """A rich progress bar per epoch on a terminal; one plain line per epoch otherwise."""
+    """How training reports itself: a rich progress bar per epoch (a terminal), one plain line per
+    epoch (a pipe or a log), or JSON lines for programs (the web explorer's training jobs)."""
 
-    def __init__(self, epochs: int):
+    def __init__(self, epochs: int, mode: str = "auto"):
         self.epochs, self.bar, self.task, self.done = epochs, None, None, 0
-        self.tty = sys.stdout.isatty()
-        if self.tty:
+        self.mode = ("bar" if sys.stdout.isatty() else "lines") if mode == "auto" else mode
+        if self.mode == "bar":
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False)
             self.bar.start()
 
+    def event(self, kind: str, **fields) -> None:
+        if self.mode == "json":
+            _say(json.dumps({"event": kind, **fields}))
+
     def step(self, done: int, total: int) -> None:
+        if self.mode == "json" and (done % max(1, total // 100) == 0 or done == total):
+            self.event("step", epoch=self.done + 1, step=done, steps=total)
         if not self.bar:
             return
         if self.task is None:
@@ -150,6 +159,9 @@ class _EpochProgress:
 
     def epoch(self, rec: dict) -> None:
         self.done = rec["epoch"]
+        if self.mode == "json":
+            self.event("epoch", **rec)
+            return
         line = (f"loss {rec['loss']:.4f} acc {rec['accuracy']:.4f}"
                 + (f"  val_loss {rec['val_loss']:.4f} val_acc {rec['val_accuracy']:.4f}" if "val_loss" in rec else "")
                 + f"  {rec['time_s']:.1f}s")
@@ -361,6 +373,20 @@ def cmd_compare(args) -> None:
     _say("", f"Curves: {out}")
 
 
+def cmd_serve(args) -> None:
+    from .server import serve
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        if not args.public:
+            raise ConvlensError(f"--host {args.host} would let other machines use this server (it runs models "
+                                "and starts training); add --public if that is what you want")
+        print(f"convlens: warning: serving on {args.host}:{args.port}: anyone who can reach this address can "
+              "browse your runs, upload images and start training", file=sys.stderr, flush=True)
+    Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+    _say(f"convlens explorer: http://{'localhost' if args.host in ('127.0.0.1', '::1') else args.host}:{args.port}/"
+         f"  (runs in {Path(args.runs_dir).resolve()}; Ctrl-C stops)")
+    serve(args.runs_dir, args.host, args.port, args.data_dir)
+
+
 def cmd_bench(args) -> None:
     from .bench import VARIANTS, run_bench, table
     from .runs import write_json
@@ -431,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue a stopped or killed run from its latest checkpoint, with its own settings")
     sp.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
                     help="also write a checkpoint every STEPS optimizer steps (default: after each epoch)")
+    sp.add_argument("--progress", choices=["auto", "bar", "lines", "json"], default="auto",
+                    help="a bar (terminal), a line per epoch (pipe), or JSON lines for programs (default auto)")
     sp.add_argument("--deterministic", action="store_true",
                     help="bit-for-bit repeatable on the CPU: the same seed gives the same weights (a little slower)")
     run_args(sp)
@@ -511,6 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("runs", nargs="+", help="run names or directories")
     sp.add_argument("--runs-dir", default=d.runs_dir)
     sp.add_argument("--out", default="compare.png", help="curves figure (default %(default)s)")
+
+    sp = verb("serve", cmd_serve, "the local web explorer: runs, training, evaluation and inspection in the browser")
+    sp.add_argument("--runs-dir", default=d.runs_dir, help="where runs live (default %(default)s)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
+    sp.add_argument("--port", type=_positive_int, default=8000, help="(default %(default)s)")
+    sp.add_argument("--public", action="store_true", help="allow a --host other than this machine's loopback")
+    sp.add_argument("--data-dir", default=None, help="folder with the dataset files")
 
     sp = verb("bench", cmd_bench, "time to the seed's 91.28 %%: convlens vs a plain PyTorch loop vs the seed's Keras code")
     sp.add_argument("--seeds", type=_positive_int, default=3, help="seeds per variant (default 3)")

@@ -11,6 +11,7 @@ class DataError(ConvlensError):
 
 class SpecError(ConvlensError):
     """A model spec string does not parse or does not fit the data."""
+    token_index: int | None = None     # 1-based position of the bad token, when one is to blame
 
 
 class RunError(ConvlensError):

@@ -299,6 +299,25 @@ def conv_arithmetic_at(model: ConvNet, image: torch.Tensor, layer: int | str, ch
                           (r0 - p, c0 - p), s, p, patch, kernel, products, total, bias, pre, act, value)
 
 
+def receptive_field(model: ConvNet, layer: int | str, row: int, col: int) -> tuple[int, int, int, int]:
+    """The input pixels output pixel (row, col) of a conv layer depends on: (top, left, bottom, right),
+    inclusive, clipped to the image. Walks back through the layers: a conv of kernel k, stride s,
+    padding p maps outputs a..b to inputs a·s−p .. b·s−p+k−1; an n×n pool maps them to a·n .. b·n+n−1."""
+    i, _ = _conv_layer(model, layer)
+    top, left, bottom, right = row, col, row, col
+    for info in reversed(model.infos[:i + 1]):
+        l = info.spec
+        if l.kind == "conv":
+            k, s, p = l.kernel, l.stride, l.padding
+        elif l.kind in ("maxpool", "avgpool"):
+            k, s, p = l.units, l.units, 0
+        else:                     # bn, dropout: pixel to pixel
+            continue
+        top, left, bottom, right = top * s - p, left * s - p, bottom * s - p + k - 1, right * s - p + k - 1
+    _, h, w = model.input_shape
+    return max(0, top), max(0, left), min(h - 1, bottom), min(w - 1, right)
+
+
 # ---------------------------------------------------------------------------
 # 8. Mistakes worth looking at
 

@@ -85,7 +85,9 @@ def resolve(model: str) -> str:
 
 
 def _fail(spec: str, index: int, token: str, why: str) -> SpecError:
-    return SpecError(f"model spec {spec!r}, token {index} {token!r}: {why}")
+    error = SpecError(f"model spec {spec!r}, token {index} {token!r}: {why}")
+    error.token_index = index
+    return error
 
 
 def parse_spec(spec: str) -> list[LayerSpec]:

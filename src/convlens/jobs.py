@@ -1,0 +1,144 @@
+"""Training jobs of the web explorer: each one a `convlens train` process, never work inside a request.
+
+The process prints one JSON object per line (`--progress json`): start, a step every ~1 % of an
+epoch, every finished epoch, the end. A reader thread folds them into the Job the page polls.
+Stopping sends SIGINT: the run stops after the current step, writes its checkpoint and results,
+and can be resumed like any other (`convlens train --resume RUN`).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConvlensError
+from .models import PRESETS
+from .runs import check_name
+from .train import TrainConfig
+
+
+class JobError(ConvlensError):
+    """A job cannot be started (another is running, bad settings) or does not exist."""
+
+
+@dataclass
+class Job:
+    id: str
+    run: str                              # run name under the server's runs folder
+    model: str
+    epochs: int
+    process: subprocess.Popen
+    state: str = "running"                # running | finished | stopped | failed
+    epoch: int = 0                        # epochs finished
+    step: int = 0                         # step within the epoch in progress
+    steps: int = 0                        # steps per epoch
+    metrics: list[dict] = field(default_factory=list)
+    results: dict | None = None
+    error: str | None = None
+    log: deque = field(default_factory=lambda: deque(maxlen=40))
+    started: float = field(default_factory=time.time)
+    stop_requested: bool = False
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "run": self.run, "model": self.model, "epochs": self.epochs, "state": self.state,
+                "epoch": self.epoch, "step": self.step, "steps": self.steps, "metrics": self.metrics,
+                "results": self.results, "error": self.error, "log": list(self.log),
+                "elapsed_s": round(time.time() - self.started, 1)}
+
+
+class Jobs:
+    """The training processes one server started; one runs at a time (two would halve each other's speed)."""
+
+    def __init__(self, runs_dir: Path, data_dir: str | None = None):
+        self.runs_dir, self.data_dir = Path(runs_dir), data_dir
+        self.jobs: dict[str, Job] = {}
+        self.lock = threading.Lock()
+
+    def start(self, model: str, epochs: int, batch_size: int | None = None, lr: float | None = None,
+              name: str | None = None) -> Job:
+        config = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+                             runs_dir=str(self.runs_dir), name=name)
+        config.check()                                      # a bad spec or number: an error now, not in a log
+        if epochs > 200:
+            raise JobError(f"epochs must be at most 200 from the page, got {epochs}")
+        with self.lock:
+            busy = [j for j in self.jobs.values() if j.state == "running"]
+            if busy:
+                raise JobError(f"run {busy[0].run} is still training; stop it or wait for it to finish")
+            if name is None:
+                stem = model if model in PRESETS else "custom"
+                name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+            check_name(name)
+            if (self.runs_dir / name).exists():
+                raise JobError(f"run {name} already exists; pick another name")
+            argv = [sys.executable, "-m", "convlens", "train", "--model", model, "--epochs", str(epochs),
+                    "--runs-dir", str(self.runs_dir), "--name", name, "--progress", "json"]
+            argv += ["--batch-size", str(batch_size)] if batch_size else []
+            argv += ["--lr", repr(lr)] if lr else []
+            argv += ["--data-dir", self.data_dir] if self.data_dir else []
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       stdin=subprocess.DEVNULL, bufsize=1)
+            job = Job(id=f"{len(self.jobs) + 1}-{name}", run=name, model=model, epochs=epochs, process=process)
+            self.jobs[job.id] = job
+        threading.Thread(target=self._follow, args=(job,), daemon=True, name=f"job {job.id}").start()
+        return job
+
+    def _follow(self, job: Job) -> None:
+        """Read the process's lines until it ends; JSON lines are progress, the rest is log."""
+        for line in job.process.stdout:
+            line = line.rstrip("\n")
+            try:
+                event = json.loads(line) if line.startswith("{") else None
+            except json.JSONDecodeError:
+                event = None
+            if not isinstance(event, dict):
+                if line.strip():
+                    job.log.append(line)
+                    if line.startswith("convlens: error:"):
+                        job.error = line.removeprefix("convlens: error:").strip()
+                continue
+            kind = event.pop("event", None)
+            if kind == "step":
+                job.step, job.steps = event.get("step", 0), event.get("steps", 0)
+            elif kind == "epoch":
+                job.metrics.append(event)
+                job.epoch, job.step = event.get("epoch", job.epoch), 0
+            elif kind == "done":
+                job.results = event
+        code = job.process.wait()
+        if code == 0:
+            job.state = "stopped" if (job.results or {}).get("interrupted") or job.stop_requested else "finished"
+        else:
+            job.state = "stopped" if job.stop_requested else "failed"
+            job.error = job.error or f"training exited with status {code}"
+
+    def get(self, job_id: str) -> Job:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise JobError(f"no job {job_id!r}") from None
+
+    def stop(self, job_id: str) -> Job:
+        """Ask the job to stop after its current step (it keeps what it trained and can be resumed)."""
+        job = self.get(job_id)
+        if job.state == "running":
+            job.stop_requested = True
+            job.process.send_signal(signal.SIGINT)
+        return job
+
+    def stop_all(self, wait_s: float = 30.0) -> None:
+        for job in self.jobs.values():
+            if job.state == "running":
+                self.stop(job.id)
+        for job in self.jobs.values():
+            try:
+                job.process.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                job.process.kill()
