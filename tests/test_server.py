@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import run_cli
 from convlens.images import MAX_FILE_BYTES
-from convlens.inspect import activations
+from convlens.inspect import activations, grad_cam
 
 fastapi = pytest.importorskip("fastapi", reason="the explorer's dependencies are in requirements.txt")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -101,9 +101,13 @@ def test_inspect_and_arithmetic_agree_with_the_model(client, small_run):
     r = client.get("/api/runs/small/inspect", params={"index": 0}).json()
     assert r["true_class"] == "Ankle boot" and len(r["layers"]) == 7
     assert r["layers"][0]["maps"]["shape"] == [64, 26, 26] and sum(t["probability"] for t in r["top"]) <= 1.0001
-    assert np.array(r["cam"]["map"]).shape == (28, 28) and np.array(r["saliency"]).shape == (28, 28)
+    assert np.array(r["saliency"]).shape == (28, 28)
     model = small_run.load_model()
     data = client.app.state.explorer.dataset(small_run)
+    for method, name in (("layercam", "LayerCAM"), ("gradcam", "Grad-CAM")):
+        cam = client.get("/api/runs/small/inspect", params={"index": 0, "cam": method}).json()["cam"]
+        assert cam["method"] == name and cam["layer"] == "conv2d_2"
+        np.testing.assert_allclose(cam["map"], grad_cam(model, data.test_x[0], method=method).cam, atol=1e-4)
     truth = activations(model, data.test_x[0])
     for layer, channel, row, col in (("conv2d_1", 6, 12, 14), ("conv2d_2", 3, 5, 5), ("conv2d_2", 63, 0, 10)):
         a = client.get("/api/runs/small/arithmetic", params={"index": 0, "layer": layer, "channel": channel,

@@ -42,6 +42,7 @@ from .summary import summarize
 
 WEB = Path(__file__).parent / "web"
 UPLOADS_KEPT = 32          # uploaded/drawn images kept for follow-up requests (hover arithmetic, the lab)
+RUN_FILES = ("model.json", "config.json", "metrics.jsonl", "results.json", "model.safetensors")
 
 
 def _u8(a: np.ndarray) -> dict:
@@ -72,6 +73,10 @@ class Explorer:
         self.datasets: dict[tuple, Dataset] = {}
         self.evaluations: OrderedDict[tuple, Evaluation] = OrderedDict()
         self.uploads: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+        self.runs: dict[str, tuple[tuple, Run]] = {}
+        # One inspection at a time: each is ~25 ms of forward and backward passes on a core; two at
+        # once would take both cores of a small machine and make every quick prediction wait.
+        self.heavy = threading.Semaphore(1)
 
     # runs ---------------------------------------------------------------
     def run(self, name: str) -> Run:
@@ -81,9 +86,19 @@ class Explorer:
         except RunError as e:
             raise HTTPException(404, str(e)) from None
         path = self.runs_dir / name
-        if not (path / "model.json").is_file():
+        try:   # the run is read again only when one of its files changed (a run still training changes)
+            stamp = tuple((path / f).stat().st_mtime_ns if (path / f).exists() else 0 for f in RUN_FILES)
+        except OSError:
+            stamp = None
+        if not stamp or not stamp[0]:
             raise HTTPException(404, f"no run {name!r}")
-        return open_run(path)
+        with self.lock:
+            if name in self.runs and self.runs[name][0] == stamp:
+                return self.runs[name][1]
+        run = open_run(path)
+        with self.lock:
+            self.runs[name] = (stamp, run)
+        return run
 
     def finished(self, name: str) -> Run:
         run = self.run(name)
@@ -167,6 +182,31 @@ class Explorer:
                                      f"{len(test.test_y) - 1})")
         label = int(test.test_y[index])
         return test.test_x[index], f"test image {index} ({run.classes[label]})", label
+
+
+def inspection(run: Run, model: ConvNet, image: torch.Tensor, label: str, true: int | None, k: int = 5,
+               cam: str = "layercam") -> dict:
+    """Everything the Inspect view shows about one image, as JSON: top-k, every layer's output (maps as
+    base64 uint8), the class activation map and the gradient saliency."""
+    t0 = time.perf_counter()
+    layers = []
+    for layer in activations(model, image):
+        entry = {"index": layer.index, "name": layer.name, "type": layer.type, "kind": layer.kind,
+                 "shape": layer.shape}
+        if layer.output.ndim == 3:
+            entry["maps"] = _u8(layer.output)
+        else:
+            entry["values"] = layer.output[:256].round(5).tolist()
+        layers.append(entry)
+    heat = grad_cam(model, image, method=cam) if conv_layers(model) else None
+    return {"label": label, "true": true, "true_class": run.classes[true] if true is not None else None,
+            "input": image.numpy().tolist(),
+            "top": [{"class": c, "probability": p} for c, p in top_k(model, image, run.classes, k)],
+            "layers": layers,
+            "cam": {"method": {"layercam": "LayerCAM", "gradcam": "Grad-CAM"}[cam], "layer": heat.layer,
+                    "target": run.classes[heat.target], "map": heat.cam.round(4).tolist()} if heat else None,
+            "saliency": saliency(model, image).round(4).tolist(),
+            "time_ms": round((time.perf_counter() - t0) * 1000, 1)}
 
 
 # ---------------------------------------------------------------------------
@@ -302,30 +342,14 @@ def create_app(runs_dir: str | Path = "runs", data_dir: str | None = None) -> Fa
 
     @app.get("/api/runs/{name}/inspect")
     def inspect(name: str, index: int | None = Query(None, ge=0), image_id: str | None = Query(None, max_length=64),
-                invert: str = Query("auto", pattern="^(auto|yes|no)$"), k: int = Query(5, ge=1, le=100)):
-        """Everything about one image: top-k, every layer's output, Grad-CAM (LayerCAM) and saliency."""
+                invert: str = Query("auto", pattern="^(auto|yes|no)$"), k: int = Query(5, ge=1, le=100),
+                cam: str = Query("layercam", pattern="^(layercam|gradcam)$")):
+        """Everything about one image: top-k, every layer's output, LayerCAM (or Grad-CAM) and saliency."""
         run = ex.finished(name)
         model = ex.model(run)
         image, label, true = ex.image(run, index, image_id, invert)
-        t0 = time.perf_counter()
-        layers = []
-        for layer in activations(model, image):
-            entry = {"index": layer.index, "name": layer.name, "type": layer.type, "kind": layer.kind,
-                     "shape": layer.shape}
-            if layer.output.ndim == 3:
-                entry["maps"] = _u8(layer.output)
-            else:
-                entry["values"] = layer.output[:256].round(5).tolist()
-            layers.append(entry)
-        cam = grad_cam(model, image) if conv_layers(model) else None
-        return {"label": label, "true": true, "true_class": run.classes[true] if true is not None else None,
-                "input": image.numpy().tolist(),
-                "top": [{"class": c, "probability": p} for c, p in top_k(model, image, run.classes, k)],
-                "layers": layers,
-                "cam": {"method": "LayerCAM", "layer": cam.layer, "target": run.classes[cam.target],
-                        "map": cam.cam.round(4).tolist()} if cam else None,
-                "saliency": saliency(model, image).round(4).tolist(),
-                "time_ms": round((time.perf_counter() - t0) * 1000, 1)}
+        with ex.heavy:
+            return inspection(run, model, image, label, true, k, cam)
 
     @app.get("/api/runs/{name}/predict")
     def predict(name: str, index: int | None = Query(None, ge=0), image_id: str | None = Query(None, max_length=64),

@@ -74,8 +74,9 @@ function heat(v) {
 
 function flat2d(rows) { return rows.flat(); }
 
-// Line chart of metric series: panels [loss, accuracy], each series {label, metrics, color}
-function drawCurves(canvas, series) {
+// Line chart of metric series: panels [loss, accuracy], each series {label, metrics}; the x axis spans
+// at least `planned` epochs (a run in progress fills it as it trains).
+function drawCurves(canvas, series, planned = 2) {
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   const panels = [["loss", "val_loss", "loss"], ["accuracy", "val_accuracy", "accuracy"]];
@@ -84,7 +85,7 @@ function drawCurves(canvas, series) {
   panels.forEach(([train, val, title], p) => {
     const x0 = p * pw + pad, x1 = (p + 1) * pw - 12, y0 = 20, y1 = ph - 28;
     const all = series.flatMap((s) => s.metrics.flatMap((m) => [m[train], m[val]])).filter((v) => v != null);
-    const epochs = Math.max(2, ...series.map((s) => s.metrics.length));
+    const epochs = Math.max(2, planned, ...series.map((s) => s.metrics.length));
     ctx.fillStyle = "#1d2330"; ctx.font = "12px system-ui"; ctx.fillText(title + " (solid: train, dashed: validation)", x0, 13);
     ctx.strokeStyle = "#d0d5dd"; ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
     if (!all.length) return;
@@ -216,7 +217,7 @@ async function followJob() {
     (last ? ` — loss ${last.loss.toFixed(4)}, acc ${pct(last.accuracy)}` + (last.val_loss != null ? `, val_loss ${last.val_loss.toFixed(4)}, val_acc ${pct(last.val_accuracy)}` : "") : "") +
     (job.results?.test_accuracy != null ? ` — test accuracy ${pct(job.results.test_accuracy)}` : "") +
     (job.error ? ` — ${job.error}` : "") + ` (${job.elapsed_s} s)`;
-  drawCurves($("#live-curves"), [{ label: job.run, metrics: job.metrics }]);
+  drawCurves($("#live-curves"), [{ label: job.run, metrics: job.metrics }], job.epochs);
   if (job.state === "running") { setTimeout(followJob, 500); return; }
   $("#stop-training").disabled = true;
   state.job = null;
