@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test test-fast venv bench bench-keras clean data-package chromium-package
+.PHONY: run test test-fast venv serve bench bench-keras clean data-package chromium-package
 
 # The virtual environment with pinned dependencies; torch==2.13.0 is the CPU wheel on this
 # machine's disk (a looser pin would pull a multi-GB CUDA build).
@@ -31,6 +31,10 @@ chromium-package:
 run: $(STAMP) data-package
 	$(BIN)/convlens data
 	$(BIN)/convlens train
+
+# The web explorer over runs/ on http://localhost:8000/ (Ctrl-C stops it).
+serve: $(STAMP) data-package
+	$(BIN)/convlens serve
 
 test: $(STAMP) data-package chromium-package
 	$(BIN)/python -m pytest -q

@@ -96,6 +96,17 @@ class Client(threading.Thread):
         self.conn.close()
 
 
+def machine() -> str:
+    """CPU model, core count and whether it has AVX-512 (it decides bf16 on the CPU)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        model = next(l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name"))
+        simd = "AVX-512" if "avx512f" in info else "AVX2, no AVX-512" if "avx2" in info else "no AVX2"
+    except (OSError, StopIteration):
+        model, simd = platform.processor() or platform.machine(), "?"
+    return f"{model}, {os.cpu_count()} CPUs ({simd}), Python {platform.python_version()}, {platform.system()}"
+
+
 def percentiles(xs: list[float]) -> dict:
     if not xs:
         return {"n": 0}
@@ -149,7 +160,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "clients": args.clients, "seconds": round(wall, 1), "run": run.name,
               "endpoints": {k: percentiles([t for c in clients for t in c.times[k]]) for k in ("predict", "inspect", "upload")},
               "errors": [e for c in clients for e in c.errors][:20],

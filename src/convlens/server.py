@@ -272,8 +272,8 @@ def create_app(runs_dir: str | Path = "runs", data_dir: str | None = None) -> Fa
         out = []
         for path in sorted(ex.runs_dir.glob("*/model.json"), key=lambda p: p.stat().st_mtime, reverse=True):
             try:
-                run = open_run(path.parent)
-            except RunError:
+                run = ex.run(path.parent.name)
+            except (RunError, HTTPException):
                 continue                     # a folder being written or damaged: not listed
             out.append({"name": run.name, "model": run.config.get("model"), "spec": run.model_info["spec"],
                         "dataset": run.model_info.get("dataset"), "epochs": len(run.metrics),

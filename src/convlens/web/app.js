@@ -311,6 +311,7 @@ async function inspect(src) {
     ctx.drawImage(off, 0, 0, canvas.width, canvas.height);
   };
   if (r.cam) { $("#cam-title").textContent = `${r.cam.method} on ${r.cam.layer} for ${r.cam.target}`; overlay($("#cam-view"), r.cam.map); }
+  else { $("#cam-title").textContent = "no conv layer: no class activation map"; drawInput($("#cam-view")); }
   overlay($("#saliency-view"), r.saliency);
   const layers = r.layers.map((layer) => {
     const box = el("div", { class: "layer" }, el("h3", { text: `${layer.name} (${layer.type})` }, el("small", { text: layer.shape })));
