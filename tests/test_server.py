@@ -95,6 +95,17 @@ def test_upload_accepts_images_and_refuses_the_rest(client):
         r = client.post("/api/upload", files={"file": (name, data, "image/png")})
         assert r.status_code == status and fragment in r.json()["detail"], (name, r.json())
     assert client.post("/api/upload").status_code == 422
+    # Refused as it arrives, whatever the client declares: no Content-Length (chunked), or a false one.
+    def chunks():
+        yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+        for _ in range(25):
+            yield b"\0" * (1 << 20)
+        yield b"\r\n--x--\r\n"
+    r = client.post("/api/upload", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    r = client.post("/api/upload", content=b"x", headers={"Content-Length": str(1 << 30),
+                                                          "Content-Type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413
 
 
 def test_inspect_and_arithmetic_agree_with_the_model(client, small_run):

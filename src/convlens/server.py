@@ -209,6 +209,50 @@ def inspection(run: Run, model: ConvNet, image: torch.Tensor, label: str, true: 
             "time_ms": round((time.perf_counter() - t0) * 1000, 1)}
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is refused with 413 as it arrives, before
+    the multipart parser spools it to disk (a declared Content-Length is checked up front)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        seen, started, refused = 0, False, False
+
+        async def counted():
+            # Past the limit: answer 413 now and tell the app the client went away, so it stops reading.
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                refused = True
+                if not started:
+                    await self._refuse(send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def tracked(message):
+            nonlocal started
+            if refused:
+                return                    # the app's own answer to the "disconnect": already answered
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+        await self.app(scope, counted, tracked)
+
+    async def _refuse(self, send):
+        body = ('{"detail": "request body over the %d MiB limit"}' % (self.limit >> 20)).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
 # ---------------------------------------------------------------------------
 # Request bodies
 
@@ -245,6 +289,7 @@ def create_app(runs_dir: str | Path = "runs", data_dir: str | None = None) -> Fa
     app = FastAPI(title="convlens explorer", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     app.state.explorer, app.state.jobs = ex, jobs
+    app.add_middleware(BodyLimit, limit=MAX_FILE_BYTES + (64 << 10))   # an image and its form fields
 
     @app.exception_handler(ConvlensError)
     async def convlens_error(request: Request, e: ConvlensError):
