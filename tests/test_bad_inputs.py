@@ -96,6 +96,9 @@ CASES = [
     (5, "--resume when both checkpoints are damaged",
      lambda r, run, d: ["train", "--resume", _unfinished_with_bad_checkpoints(_copy_run(run, r))],
      "no usable checkpoint"),
+    (7, "export of a run that does not exist", lambda r, run, d: ["export", "nope"], "no run 'nope'"),
+    (7, "export to a format convlens does not write", lambda r, run, d: ["export", run, "--format", "pickle"],
+     "invalid choice"),
     (5, "--checkpoint-every -1", lambda r, run, d: ["train", "--checkpoint-every", "-1"],
      "--checkpoint-every must be ≥ 0"),
 ]

@@ -373,6 +373,17 @@ def cmd_compare(args) -> None:
     _say("", f"Curves: {out}")
 
 
+def cmd_export(args) -> None:
+    from .export import check_onnx, export_run
+    from .runs import open_run
+    run = open_run(args.run, args.runs_dir)
+    path = export_run(run, args.format, args.out)
+    _say(f"{run.name} → {path} ({path.stat().st_size / 1e6:.2f} MB), preprocessing in {path.parent / 'preprocessing.json'}")
+    if args.format == "onnx" and not args.no_check:
+        data = run.dataset(args.data_dir)
+        _say("onnxruntime vs PyTorch: " + check_onnx(run, path, data.test_x).text())
+
+
 def cmd_serve(args) -> None:
     from .server import serve
     if args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -539,6 +550,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("runs", nargs="+", help="run names or directories")
     sp.add_argument("--runs-dir", default=d.runs_dir)
     sp.add_argument("--out", default="compare.png", help="curves figure (default %(default)s)")
+
+    sp = verb("export", cmd_export, "a run's model as ONNX or TorchScript, with its preprocessing beside it")
+    sp.add_argument("run", help="run name or directory")
+    sp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="(default %(default)s)")
+    sp.add_argument("--out", default=None, help="folder for the files (default RUN/export)")
+    sp.add_argument("--no-check", action="store_true",
+                    help="skip running the ONNX file in onnxruntime over the test set against PyTorch")
+    sp.add_argument("--data-dir", default=None)
+    sp.add_argument("--runs-dir", default=d.runs_dir)
 
     sp = verb("serve", cmd_serve, "the local web explorer: runs, training, evaluation and inspection in the browser")
     sp.add_argument("--runs-dir", default=d.runs_dir, help="where runs live (default %(default)s)")

@@ -1,0 +1,145 @@
+"""Portable models: a run's network as ONNX or TorchScript, with its preprocessing beside it.
+
+    RUN/export/model.onnx            (or model.torchscript)
+    RUN/export/preprocessing.json    what another program must do to an image before the model
+
+The exported network takes float32 pixels in [0, 1], shape (N, C, H, W), a light object on a
+dark background as in training (any normalisation used in training is folded into the first
+layer), and returns logits; softmax gives the probabilities. `check_onnx` runs the ONNX file
+in onnxruntime over a test set and compares it with PyTorch, image by image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .errors import ConvlensError
+from .runs import Run, write_json
+
+FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript"}
+ONNX_OPSET = 18
+
+
+def _portable(run: Run) -> torch.nn.Module:
+    """The run's model in fp32, eval mode, plain (not channels_last) memory: what exporters trace best."""
+    return run.load_model("cpu").float().eval().to(memory_format=torch.contiguous_format)
+
+
+def preprocessing(run: Run, fmt: str, model_file: Path) -> dict:
+    c, h, w = run.model_info["input_shape"]
+    return {
+        "format": fmt, "file": model_file.name, "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(),
+        "input": {"name": "pixels", "dtype": "float32", "shape": ["batch", c, h, w], "layout": "NCHW",
+                  "channels": c, "height": h, "width": w,
+                  "scale": "uint8 pixel / 255, so values lie in [0, 1]; no mean or std to subtract "
+                           "(the training normalisation is folded into the first layer)",
+                  "colours": "grayscale" if c == 1 else "RGB",
+                  "convention": "a light object on a dark background, as the training images "
+                                f"({run.model_info.get('dataset', '?')}); invert a dark-on-light photo"},
+        "output": {"name": "logits", "shape": ["batch", len(run.classes)],
+                   "meaning": "unnormalised scores; softmax over the last axis gives class probabilities"},
+        "classes": run.classes, "spec": run.model_info["spec"], "run": run.name,
+        "exported_by": f"convlens {__version__}, torch {torch.__version__}"}
+
+
+def _write_via_temp(path: Path, write) -> None:
+    """Let `write(tmp_path)` produce the file, then move it into place (no half-written model)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def export_run(run: Run, fmt: str = "onnx", out_dir: str | os.PathLike | None = None) -> Path:
+    """Export a run's model as ONNX or TorchScript, with preprocessing.json beside it; returns the model path."""
+    if fmt not in FORMATS:
+        raise ConvlensError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    model = _portable(run)
+    c, h, w = run.model_info["input_shape"]
+    example = torch.rand(2, c, h, w)
+    out = Path(out_dir) if out_dir else run.path / "export"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConvlensError(f"cannot create {out}: {e.strerror or e}") from None
+    path = out / FORMATS[fmt]
+    if fmt == "onnx":
+        try:
+            import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
+        except ImportError:
+            raise ConvlensError("ONNX export needs the onnx and onnxscript packages: "
+                                "pip install 'convlens[export]'") from None
+
+        def write(tmp):
+            # The exporter narrates every pass on stdout and warns about torchvision ops this model
+            # does not use; the command says what matters itself.
+            onnx_log = logging.getLogger("torch.onnx")
+            level = onnx_log.level
+            onnx_log.setLevel(logging.ERROR)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    torch.onnx.export(model, (example,), tmp, input_names=["pixels"], output_names=["logits"],
+                                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                                      opset_version=ONNX_OPSET, dynamo=True, external_data=False, verbose=False)
+            finally:
+                onnx_log.setLevel(level)
+    else:
+        def write(tmp):
+            # PyTorch 2.13 marks TorchScript deprecated in favour of torch.export; it still runs
+            # everywhere libtorch does (C++, mobile), which is why people ask for it.
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.save(torch.jit.trace(model, example), tmp)
+    _write_via_temp(path, write)
+    write_json(out / "preprocessing.json", preprocessing(run, fmt, path))
+    return path
+
+
+@dataclass
+class Parity:
+    images: int
+    same_top1: int
+    max_prob_diff: float       # largest |p_onnx − p_torch| over every image and class
+
+    @property
+    def agreement(self) -> float:
+        return self.same_top1 / max(1, self.images)
+
+    def text(self) -> str:
+        return (f"top-1 identical for {self.same_top1:,}/{self.images:,} test images ({self.agreement:.2%}), "
+                f"largest probability difference {self.max_prob_diff:.1e}")
+
+
+def check_onnx(run: Run, onnx_path: Path, images_u8: torch.Tensor, batch: int = 500) -> Parity:
+    """Run the ONNX file in onnxruntime on uint8 images (N, C, H, W) and compare with PyTorch's fp32 output."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ConvlensError("checking an ONNX export needs onnxruntime: pip install 'convlens[export]'") from None
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    model = _portable(run)
+    same, worst = 0, 0.0
+    for i in range(0, len(images_u8), batch):
+        x = images_u8[i:i + batch].float() / 255                                   # (B, C, H, W)
+        p_onnx = torch.from_numpy(session.run(None, {"pixels": x.numpy()})[0]).softmax(1)
+        with torch.no_grad():
+            p_torch = model(x).softmax(1)
+        same += int((p_onnx.argmax(1) == p_torch.argmax(1)).sum())
+        worst = max(worst, float((p_onnx - p_torch).abs().max()))
+    return Parity(len(images_u8), same, worst)
