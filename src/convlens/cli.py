@@ -55,7 +55,8 @@ def cmd_summary(args) -> None:
 
 # Flags that describe a run's training; --resume takes them all from the run itself.
 _RUN_SETTINGS = ("model", "dataset", "recipe", "epochs", "batch_size", "lr", "label_smoothing", "seed", "val_split",
-                 "early_stopping", "precision", "threads", "compile", "checkpoint_every", "deterministic", "name")
+                 "early_stopping", "precision", "threads", "compile", "checkpoint_every", "deterministic", "tensorboard",
+                 "name")
 
 
 def cmd_train(args) -> None:
@@ -73,7 +74,8 @@ def cmd_train(args) -> None:
                          label_smoothing=args.label_smoothing, seed=args.seed, val_split=args.val_split,
                          early_stopping=args.early_stopping, device=args.device, precision=args.precision,
                          threads=args.threads, compile=args.compile, checkpoint_every=args.checkpoint_every,
-                         deterministic=args.deterministic, runs_dir=args.runs_dir, name=args.name)
+                         deterministic=args.deterministic, tensorboard=args.tensorboard, runs_dir=args.runs_dir,
+                         name=args.name)
     where: list[Path] = []
 
     def on_start(path, model, data):
@@ -470,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write a checkpoint every STEPS optimizer steps (default: after each epoch)")
     sp.add_argument("--progress", choices=["auto", "bar", "lines", "json"], default="auto",
                     help="a bar (terminal), a line per epoch (pipe), or JSON lines for programs (default auto)")
+    sp.add_argument("--tensorboard", action="store_true",
+                    help="also write TensorBoard event files to RUN/tensorboard (scalars, histograms, images)")
     sp.add_argument("--deterministic", action="store_true",
                     help="bit-for-bit repeatable on the CPU: the same seed gives the same weights (a little slower)")
     run_args(sp)

@@ -34,6 +34,7 @@ from .data import Dataset, load_dataset
 from .errors import ConvlensError, RunError
 from .models import ConvNet, build_model, parse_spec, resolve
 from .runs import Run, new_run_dir, open_run, read_json, resolve_run, save_weights, write_atomic, write_json
+from .tblog import TensorBoardLog
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class TrainConfig:
     compile: bool = False             # torch.compile the model (compile time counts as training time)
     checkpoint_every: int = 0         # also checkpoint every N optimizer steps; 0 = after each epoch only
     deterministic: bool = False       # bit-for-bit repeatable on the CPU (same seed -> same weights)
+    tensorboard: bool = False         # also write TensorBoard event files to RUN/tensorboard
     runs_dir: str = "runs"
     name: str | None = None           # run directory name; None: MODEL-DATE-TIME
 
@@ -124,6 +126,8 @@ class TrainConfig:
             raise ConvlensError(f"--checkpoint-every must be ≥ 0 (0: after each epoch only), got {self.checkpoint_every}")
         if self.threads < 0:
             raise ConvlensError(f"--threads must be ≥ 0, got {self.threads}")
+        if self.tensorboard:
+            TensorBoardLog.check_installed()
 
 
 # ---------------------------------------------------------------------------
@@ -578,13 +582,27 @@ def _train_into(path: Path, config: TrainConfig, data: Dataset, model: ConvNet, 
         on_start(path, model, data)
     metrics_lines = [(json.dumps(rec) + "\n").encode() for rec in (ckpt.progress.epochs if ckpt else [])]
     write_atomic(path / "metrics.jsonl", b"".join(metrics_lines))   # on resume: as far as the checkpoint got
+    tb = TensorBoardLog(path, first_epoch=len(metrics_lines) + 1) if config.tensorboard else None
 
     def record_epoch(rec: dict) -> None:
         metrics_lines.append((json.dumps(rec) + "\n").encode())
         write_atomic(path / "metrics.jsonl", b"".join(metrics_lines))
+        if tb:
+            tb.epoch(rec, model)
         if on_epoch:
             on_epoch(rec)
 
+    try:
+        return _finish(path, config, data, model, precision, ckpt, record_epoch, on_step, tb)
+    finally:
+        if tb:
+            tb.close()
+
+
+def _finish(path: Path, config: TrainConfig, data: Dataset, model: ConvNet, precision: torch.dtype,
+            ckpt: Checkpoint | None, record_epoch, on_step, tb: TensorBoardLog | None) -> Run:
+    """Fit, then write the weights and the test results (and the last TensorBoard images)."""
+    r = config.settings()
     wall = time.perf_counter()
     hist = fit(model, data, r, config.epochs, config.seed, config.early_stopping, precision, config.compile,
                record_epoch, on_step, checkpoint_dir=path, checkpoint_every=config.checkpoint_every, resume=ckpt)
@@ -603,4 +621,6 @@ def _train_into(path: Path, config: TrainConfig, data: Dataset, model: ConvNet, 
         "train_time_s": round(hist.train_time_s, 3), "wall_time_s": round(time.perf_counter() - wall, 3),
         "deterministic": config.deterministic, "resumes": ckpt.progress.resumes if ckpt else 0,
         "overfitting": overfitting_note(hist.epochs, suggest=not config.early_stopping)})
+    if tb:
+        tb.final(len(hist.epochs), test_loss, test_acc, model, data)
     return open_run(path)
