@@ -113,6 +113,8 @@ def cmd_train(args) -> None:
         raise
     finally:
         progress.close()
+    if run is None:              # a rank other than 0 of a torchrun launch: rank 0 reports
+        return
     res = run.results
     progress.event("done", **res)
     if res.get("interrupted"):

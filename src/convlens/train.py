@@ -28,9 +28,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import LATEST, PREVIOUS, Checkpoint, Progress, load_checkpoint, restore, save_checkpoint
 from .data import Dataset, load_dataset
+from .distributed import (SINGLE, Cluster, all_sum, any_rank, barrier, broadcast_name, from_env, join, leave,
+                          lost)
 from .errors import ConvlensError, RunError
 from .models import ConvNet, build_model, parse_spec, resolve
 from .runs import Run, new_run_dir, open_run, read_json, resolve_run, save_weights, write_atomic, write_json
@@ -337,7 +340,7 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
         on_epoch: Callable[[dict], None] | None = None,
         on_step: Callable[[int, int], None] | None = None,
         checkpoint_dir: Path | None = None, checkpoint_every: int = 0,
-        resume: Checkpoint | None = None) -> History:
+        resume: Checkpoint | None = None, cluster: Cluster = SINGLE) -> History:
     """Train `model` in place on data.train, validating on data.val after each epoch.
 
     With early_stopping = P, stops after P epochs without a lower validation loss and
@@ -346,10 +349,14 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
     every `checkpoint_every` steps (0: only at epoch ends) and when stopped; resume: a
     checkpoint to continue from. Ctrl-C ends training after the current step; what was
     trained is kept. compile: run the steps through torch.compile; its compile time lands
-    in epoch 1's time.
+    in epoch 1's time. cluster: the processes of a torchrun launch (distributed.py); each
+    takes its share of every batch and only rank 0 writes checkpoints.
     """
     device = next(model.parameters()).device
-    forward = torch.compile(model) if compile else model
+    forward = model
+    if cluster.active:          # averages the gradients over the ranks in every backward
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = torch.compile(forward) if compile else forward
     x_train, y_train = data.train_x.to(device), data.train_y.to(device)
     norm, stats = None, None
     if r.normalize and can_fold_normalization(model):
@@ -357,7 +364,9 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
         norm = ((1 / (255 * stats[1])).view(1, -1, 1, 1).to(device),
                 (stats[0] / stats[1]).view(1, -1, 1, 1).to(device))
     n, bs = len(y_train), r.batch_size
-    steps_per_epoch = math.ceil(n / bs)
+    # Several processes: whole batches only (a short last batch could leave a rank with no image).
+    n_used = n - n % bs if cluster.active and n >= bs else n
+    steps_per_epoch = math.ceil(n_used / bs)
     total = epochs * steps_per_epoch
     fused = device.type == "cuda"
     opt = torch.optim.Adam(model.parameters(), lr=lr_at(0, total, r), eps=r.eps, fused=fused or None)
@@ -369,27 +378,36 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
         restore(resume, model, opt, gen)
         p, best_state = resume.progress, resume.best
         perm = resume.perm.to(device) if resume.perm is not None else None
-        loss_sum.copy_(resume.sums[0]), correct.copy_(resume.sums[1])
+        if cluster.main:                # the sums of every rank so far (gather_sums): counted once
+            loss_sum.copy_(resume.sums[0]), correct.copy_(resume.sums[1])
+
+    def gather_sums() -> None:
+        """The epoch's running sums of every rank, on rank 0 (the others start again from zero)."""
+        all_sum(cluster, loss_sum, correct)
+        if not cluster.main:
+            loss_sum.zero_(), correct.zero_()
 
     def checkpoint() -> None:
-        if checkpoint_dir is not None:
+        if p.step_in_epoch:
+            gather_sums()
+        if checkpoint_dir is not None and cluster.main:
             save_checkpoint(checkpoint_dir, p, model, opt, gen, perm if p.step_in_epoch else None,
                             (loss_sum, correct), best_state)
 
-    hist = History()
+    hist, stopping = History(), False
     model.train()
     with StopRequest() as stop:
         try:
             if resume is None:
                 checkpoint()
-            while p.epoch <= epochs and not p.stopped_early and not stop:
+            while p.epoch <= epochs and not p.stopped_early and not (stopping := any_rank(cluster, bool(stop), device)):
                 if p.step_in_epoch == 0:
                     perm = torch.randperm(n, generator=gen).to(device)
                     loss_sum.zero_(), correct.zero_()
                 t0 = time.perf_counter()
-                for i in range(p.step_in_epoch * bs, n, bs):
+                for i in range(p.step_in_epoch * bs, n_used, bs):
                     # 1. batch  2. forward  3. loss  4. backward + step  5. schedule  6. log
-                    idx = perm[i:i + bs]
+                    idx = perm[i:i + bs][cluster.rank::cluster.world]     # (all of it in one process)
                     x, y = to_input(x_train[idx], device, norm), y_train[idx]
                     if r.flip:
                         mirror = (torch.rand(len(idx), generator=gen) < 0.5).to(device).view(-1, 1, 1, 1)
@@ -409,17 +427,19 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
                     correct += (logits.detach().argmax(1) == y).sum()
                     if on_step:
                         on_step(p.step_in_epoch, steps_per_epoch)
-                    if p.step_in_epoch < steps_per_epoch and (stop or (checkpoint_every and
-                                                                       p.step % checkpoint_every == 0)):
+                    stopping = any_rank(cluster, bool(stop), device)    # one Ctrl-C stops every rank
+                    if p.step_in_epoch < steps_per_epoch and (stopping or (checkpoint_every and
+                                                                           p.step % checkpoint_every == 0)):
                         p.epoch_time_s += time.perf_counter() - t0   # checkpoint writes are not training time
                         checkpoint()
                         t0 = time.perf_counter()
-                        if stop:
+                        if stopping:
                             break
                 p.epoch_time_s += time.perf_counter() - t0
                 if p.step_in_epoch < steps_per_epoch:   # stopped inside the epoch
                     break
-                record = {"epoch": p.epoch, "loss": loss_sum.item() / n, "accuracy": correct.item() / n,
+                gather_sums()
+                record = {"epoch": p.epoch, "loss": loss_sum.item() / n_used, "accuracy": correct.item() / n_used,
                           "lr": lr_at(p.step - 1, total, r), "time_s": round(p.epoch_time_s, 3)}
                 if len(data.val_y):
                     record["val_loss"], record["val_accuracy"] = loss_and_accuracy(
@@ -435,9 +455,13 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
                 checkpoint()
                 if on_epoch:
                     on_epoch(record)
-            hist.interrupted = bool(stop) and p.epoch <= epochs and not p.stopped_early
+            hist.interrupted = stopping and p.epoch <= epochs and not p.stopped_early
         except KeyboardInterrupt:   # a second Ctrl-C, or raised by a callback: keep what was trained
             hist.interrupted = True
+        except RuntimeError as e:   # DDP's gradient all-reduce when another rank died
+            if cluster.active:
+                raise lost(cluster, "training", e) from None
+            raise
     hist.epochs, hist.best_epoch, hist.train_time_s = p.epochs, p.best_epoch, p.train_time_s
     hist.stopped_early = p.stopped_early
     if best_state is not None and hist.best_epoch != len(hist.epochs):
@@ -489,9 +513,17 @@ def versions() -> dict:
             "git": git_revision()}
 
 
-def _setup(config: TrainConfig, threads: int) -> tuple[torch.device, torch.dtype, int]:
-    """Device, precision and threads for a run; deterministic mode where asked."""
+def _setup(config: TrainConfig, threads: int, cluster: Cluster) -> tuple[torch.device, torch.dtype, int]:
+    """Device, precision and threads for a run (one GPU, or a share of the cores, per process of a
+    torchrun launch); deterministic mode where asked; the process group joined."""
     device = pick_device(config.device)
+    if cluster.active and device.type == "cuda":
+        device = torch.device("cuda", cluster.local_rank)
+        torch.cuda.set_device(device)
+    if cluster.active and not threads:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // cluster.local_world)
+    join(cluster, device)
     if config.deterministic:
         # cuBLAS needs a fixed workspace to reduce in a fixed order (PyTorch "Reproducibility" notes).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -508,12 +540,15 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None,
 
     Everything is checked (arguments, spec against the data, data files) before the
     directory is created; if training fails before its first checkpoint the directory is removed.
+    Under torchrun every process calls this; rank 0 writes the run and gets the Run, the
+    others get None.
     """
     config.check()
     r = config.settings()
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, val_split=r.val_split, seed=config.seed)
-    device, precision, threads = _setup(config, config.threads)
+    cluster = from_env()
+    device, precision, threads = _setup(config, config.threads, cluster)
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -521,22 +556,30 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None,
     init_weights(model, r.init)
     model = model.to(device).to(memory_format=torch.channels_last)
 
-    path = new_run_dir(config.runs_dir, config.name, config.model)
     try:
-        write_json(path / "config.json", {
-            **asdict(config), "spec": resolve(config.model), "settings": asdict(r),
-            "resolved": {"device": str(device), "precision": str(precision).removeprefix("torch."),
-                         "threads": threads, "train_images": len(data.train_y), "val_images": len(data.val_y),
-                         "test_images": len(data.test_y)},
-            "versions": versions(), "command": sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        write_json(path / "model.json", {"spec": model.spec, "input_shape": list(model.input_shape),
-                                         "classes": list(data.classes), "dataset": data.name,
-                                         "preprocessing": "uint8 pixels / 255, shape (N, C, H, W)"})
-        return _train_into(path, config, data, model, precision, None, on_start, on_epoch, on_step)
+        made = new_run_dir(config.runs_dir, config.name, config.model) if cluster.main else None
+        path = Path(config.runs_dir) / broadcast_name(cluster, made.name if made else None)
     except BaseException:
-        if not (path / LATEST).exists() and not (path / PREVIOUS).exists():   # nothing to resume: leave no run
-            shutil.rmtree(path)
+        leave(cluster)
         raise
+    try:
+        if cluster.main:
+            write_json(path / "config.json", {
+                **asdict(config), "spec": resolve(config.model), "settings": asdict(r),
+                "resolved": {"device": str(device), "precision": str(precision).removeprefix("torch."),
+                             "threads": threads, "processes": cluster.world, "train_images": len(data.train_y),
+                             "val_images": len(data.val_y), "test_images": len(data.test_y)},
+                "versions": versions(), "command": sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            write_json(path / "model.json", {"spec": model.spec, "input_shape": list(model.input_shape),
+                                             "classes": list(data.classes), "dataset": data.name,
+                                             "preprocessing": "uint8 pixels / 255, shape (N, C, H, W)"})
+        return _train_into(path, config, data, model, precision, None, on_start, on_epoch, on_step, cluster)
+    except BaseException:
+        if cluster.main and not (path / LATEST).exists() and not (path / PREVIOUS).exists():
+            shutil.rmtree(path)              # nothing to resume: leave no run
+        raise
+    finally:
+        leave(cluster)
 
 
 def resume(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs", data: Dataset | None = None,
@@ -564,20 +607,27 @@ def resume(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs", data: D
     r = config.settings()
     if data is None:
         data = load_dataset(config.dataset, config.data_dir, val_split=r.val_split, seed=config.seed)
-    _, precision, _ = _setup(config, threads)
-    model = build_model(config.model, data.input_shape, data.num_classes)
-    ckpt = load_checkpoint(path, model)
-    ckpt.progress.resumes += 1
-    for stale in path.glob(".*.tmp"):        # a write the kill interrupted
-        stale.unlink()
-    model = model.to(pick_device(config.device)).to(memory_format=torch.channels_last)
-    return _train_into(path, config, data, model, precision, ckpt, on_start, on_epoch, on_step)
+    cluster = from_env()
+    device, precision, _ = _setup(config, threads, cluster)
+    try:
+        model = build_model(config.model, data.input_shape, data.num_classes)
+        ckpt = load_checkpoint(path, model)
+        ckpt.progress.resumes += 1
+        if cluster.main:
+            for stale in path.glob(".*.tmp"):        # a write the kill interrupted
+                stale.unlink()
+        model = model.to(device).to(memory_format=torch.channels_last)
+        return _train_into(path, config, data, model, precision, ckpt, on_start, on_epoch, on_step, cluster)
+    finally:
+        leave(cluster)
 
 
 def _train_into(path: Path, config: TrainConfig, data: Dataset, model: ConvNet, precision: torch.dtype,
-                ckpt: Checkpoint | None, on_start, on_epoch, on_step) -> Run:
-    """Train (or go on training) in an existing run directory; write weights, metrics and results."""
-    r = config.settings()
+                ckpt: Checkpoint | None, on_start, on_epoch, on_step, cluster: Cluster) -> Run | None:
+    """Train (or go on training) in an existing run directory; write weights, metrics and results
+    (rank 0 of several processes alone writes and reports)."""
+    if not cluster.main:
+        return _finish(path, config, data, model, precision, ckpt, None, None, None, cluster)
     if on_start:
         on_start(path, model, data)
     metrics_lines = [(json.dumps(rec) + "\n").encode() for rec in (ckpt.progress.epochs if ckpt else [])]
@@ -593,21 +643,25 @@ def _train_into(path: Path, config: TrainConfig, data: Dataset, model: ConvNet, 
             on_epoch(rec)
 
     try:
-        return _finish(path, config, data, model, precision, ckpt, record_epoch, on_step, tb)
+        return _finish(path, config, data, model, precision, ckpt, record_epoch, on_step, tb, cluster)
     finally:
         if tb:
             tb.close()
 
 
 def _finish(path: Path, config: TrainConfig, data: Dataset, model: ConvNet, precision: torch.dtype,
-            ckpt: Checkpoint | None, record_epoch, on_step, tb: TensorBoardLog | None) -> Run:
+            ckpt: Checkpoint | None, record_epoch, on_step, tb: TensorBoardLog | None, cluster: Cluster) -> Run | None:
     """Fit, then write the weights and the test results (and the last TensorBoard images)."""
     r = config.settings()
     wall = time.perf_counter()
     hist = fit(model, data, r, config.epochs, config.seed, config.early_stopping, precision, config.compile,
-               record_epoch, on_step, checkpoint_dir=path, checkpoint_every=config.checkpoint_every, resume=ckpt)
+               record_epoch, on_step, checkpoint_dir=path, checkpoint_every=config.checkpoint_every, resume=ckpt,
+               cluster=cluster)
     if not hist.epochs:
         raise KeyboardInterrupt if hist.interrupted else ConvlensError("training produced no epoch")
+    if not cluster.main:
+        barrier(cluster)                       # rank 0 writes the results meanwhile
+        return None
     save_weights(path / "model.safetensors", model)
     test_loss, test_acc = loss_and_accuracy(predict_logits(model, data.test_x, precision=precision), data.test_y)
     tta = {}
@@ -623,4 +677,5 @@ def _finish(path: Path, config: TrainConfig, data: Dataset, model: ConvNet, prec
         "overfitting": overfitting_note(hist.epochs, suggest=not config.early_stopping)})
     if tb:
         tb.final(len(hist.epochs), test_loss, test_acc, model, data)
+    barrier(cluster)
     return open_run(path)
