@@ -96,12 +96,20 @@ CASES = [
     (5, "--resume when both checkpoints are damaged",
      lambda r, run, d: ["train", "--resume", _unfinished_with_bad_checkpoints(_copy_run(run, r))],
      "no usable checkpoint"),
+    (7, "a Kaggle CSV with a short row", lambda r, run, d: ["train", "--dataset", f"csv:{_ragged_csv(r)}"],
+     "line 3 has 4 values"),
+    (7, "an own dataset of an unknown kind", lambda r, run, d: ["train", "--dataset", "zip:x"], "idx:FOLDER or csv:PATH"),
     (7, "export of a run that does not exist", lambda r, run, d: ["export", "nope"], "no run 'nope'"),
     (7, "export to a format convlens does not write", lambda r, run, d: ["export", run, "--format", "pickle"],
      "invalid choice"),
     (5, "--checkpoint-every -1", lambda r, run, d: ["train", "--checkpoint-every", "-1"],
      "--checkpoint-every must be ≥ 0"),
 ]
+
+
+def _ragged_csv(root: Path) -> Path:
+    (root / "short.csv").write_text("label,p1,p2,p3,p4\n1,0,0,0,0\n2,0,0,0\n")
+    return root / "short.csv"
 
 
 def _pickled(run: Path, name: str) -> Path:

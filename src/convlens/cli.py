@@ -186,7 +186,14 @@ def cmd_evaluate(args) -> None:
     from . import figures
     from .inspect import most_confident_mistakes
     run = open_run(args.run, args.runs_dir)
-    data = run.dataset(args.data_dir)
+    if args.dataset:        # the same model on other files: a CSV export of its test set, a new batch, …
+        from .data import load_dataset
+        data = load_dataset(args.dataset, args.data_dir, val_split=0.0)
+        if data.input_shape != tuple(run.model_info["input_shape"]) or data.num_classes > len(run.classes):
+            raise ConvlensError(f"{args.dataset}: {data.num_classes} classes of {data.input_shape} images; run "
+                                f"{run.name} takes {tuple(run.model_info['input_shape'])} and knows {len(run.classes)}")
+    else:
+        data = run.dataset(args.data_dir)
     ev = evaluate_run(run, data, device=args.device, tta=args.tta)
     if args.json:
         _say(json.dumps(ev.to_dict(), indent=2))
@@ -439,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     def data_args(sp):
-        sp.add_argument("--dataset", default=d.dataset, help="dataset name (default %(default)s)")
+        sp.add_argument("--dataset", default=d.dataset, help="a registered dataset (default %(default)s), or your own: "
+                        "idx:FOLDER (four IDX files) or csv:PATH (Kaggle layout: label,pixel1,…)")
         sp.add_argument("--data-dir", default=None, help="folder with the dataset files (default: $CONVLENS_DATA, "
                         "the cache, /usr/share/datasets, then download)")
 
@@ -490,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb("evaluate", cmd_evaluate, "test metrics, confusion matrix, most-confused pairs of a run")
     sp.add_argument("run", help="run name or directory")
     sp.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    sp.add_argument("--dataset", default=None, help="evaluate on another dataset's test split (default: the run's), "
+                    "e.g. csv:FOLDER or idx:FOLDER")
     sp.add_argument("--tta", action="store_true", help="average each image with its mirror image")
     sp.add_argument("--json", action="store_true", help="print JSON")
     sp.add_argument("--out-dir", default=None, help="where the figures go (default RUN/figures)")

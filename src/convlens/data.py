@@ -337,7 +337,21 @@ def split_train_val(n: int, val_split: float, seed: int) -> tuple[torch.Tensor, 
 
 def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None = None,
                  val_split: float = 0.1, seed: int = 0) -> Dataset:
-    """Load a registered dataset (finding or fetching its files) with a seeded validation split."""
+    """Load a dataset with a seeded validation split: a registered one (finding or fetching its files)
+    or your own, `idx:DIR` or `csv:PATH` (userdata.py)."""
+    kind, sep, where = name.partition(":")
+    if sep:
+        from .userdata import load_csv, load_idx_dir
+        if kind not in ("idx", "csv") or not where:
+            raise DataError(f"dataset {name!r}: use a registered name ({', '.join(DATASETS)}), idx:FOLDER or csv:PATH")
+        path = Path(where).expanduser()
+        train_x, train_y, test_x, test_y, classes = load_idx_dir(path) if kind == "idx" else load_csv(path, seed)
+        for y, what in ((train_y, "train"), (test_y, "test")):
+            if len(y) and int(y.max()) >= len(classes):
+                raise DataError(f"{name} {what} labels outside 0..{len(classes) - 1}")
+        train_idx, val_idx = split_train_val(len(train_y), val_split, seed)
+        return Dataset(name, classes, train_x[train_idx], train_y[train_idx], train_x[val_idx], train_y[val_idx],
+                       test_x, test_y)
     info = dataset_info(name)
     paths = {loc.role: loc.path for loc in fetch(info, data_dir)}
     arrays = {role: read_idx(path) for role, path in paths.items()}

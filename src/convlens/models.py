@@ -79,9 +79,13 @@ _HINTS = {"conv": "conv needs a filter count, e.g. conv64 or conv32k5", "dense":
           "dropout": "dropout needs a rate in [0, 1), e.g. dropout0.25"}
 
 
-def resolve(model: str) -> str:
-    """A preset name becomes its spec; anything else is taken as a spec."""
-    return PRESETS[model][0] if model in PRESETS else model
+def resolve(model: str, num_classes: int | None = None) -> str:
+    """A preset name becomes its spec, its output layer sized to `num_classes` when given (a preset
+    fits any dataset); anything else is taken as a spec, exactly as written."""
+    if model not in PRESETS:
+        return model
+    spec = PRESETS[model][0]
+    return re.sub(r"dense\d+$", f"dense{num_classes}", spec) if num_classes else spec
 
 
 def _fail(spec: str, index: int, token: str, why: str) -> SpecError:
@@ -162,8 +166,8 @@ def _fmt(n: int) -> str:
 
 def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> list[LayerInfo]:
     """Every layer with its output shape, parameter count and arithmetic; SpecError if one does not fit."""
-    text = resolve(spec.strip())
-    layers = parse_spec(spec)
+    text = resolve(spec.strip(), num_classes)
+    layers = parse_spec(text)
     shape: tuple[int, ...] = tuple(input_shape)
     counters: dict[str, int] = {}
     infos = []
@@ -237,7 +241,7 @@ class ConvNet(nn.Module):
 
     def __init__(self, spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10):
         super().__init__()
-        self.spec = resolve(spec.strip())
+        self.spec = resolve(spec.strip(), num_classes)
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.infos = layer_infos(self.spec, self.input_shape, num_classes)

@@ -70,6 +70,6 @@ class Summary:
 
 def summarize(model: str = "seed", input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> Summary:
     """Summary of a preset or spec for images of `input_shape` (C, H, W); SpecError if it does not fit."""
-    spec = resolve(model.strip())
+    spec = resolve(model.strip(), num_classes)
     name = model.strip() if model.strip() in PRESETS else spec
     return Summary(name, spec, tuple(input_shape), layer_infos(spec, input_shape, num_classes))

@@ -565,7 +565,7 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None,
     try:
         if cluster.main:
             write_json(path / "config.json", {
-                **asdict(config), "spec": resolve(config.model), "settings": asdict(r),
+                **asdict(config), "spec": model.spec, "settings": asdict(r),
                 "resolved": {"device": str(device), "precision": str(precision).removeprefix("torch."),
                              "threads": threads, "processes": cluster.world, "train_images": len(data.train_y),
                              "val_images": len(data.val_y), "test_images": len(data.test_y)},
