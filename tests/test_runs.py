@@ -1,6 +1,7 @@
 import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,3 +146,13 @@ def test_fuzzed_run_files_raise_only_run_error(tmp_path, name, junk):
         open_run(run).load_model()
     except RunError:
         pass
+
+
+def test_a_run_name_wins_over_a_folder_of_the_same_name(tmp_path, monkeypatch):
+    """`convlens predict three …` beside a data folder called three/ means the run 'three'."""
+    from convlens.runs import resolve_run
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "three").mkdir()                       # the data
+    (tmp_path / "runs" / "three").mkdir(parents=True)   # the run
+    assert resolve_run("three", "runs") == Path("runs") / "three"
+    assert resolve_run("./three", "runs") == Path("three")   # a path is a path

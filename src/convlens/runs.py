@@ -241,10 +241,10 @@ def check_model_info(path: Path, info: dict) -> dict:
 def resolve_run(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Path:
     """A run given as a path, or as a name under runs_dir."""
     p = Path(run)
+    if len(p.parts) == 1 and _NAME.fullmatch(str(run)) and (Path(runs_dir) / p).is_dir():
+        return Path(runs_dir) / p       # a run's name wins over a folder of that name here (its data, say)
     if p.is_dir():
         return p
-    if len(p.parts) == 1 and _NAME.fullmatch(str(run)) and (Path(runs_dir) / p).is_dir():
-        return Path(runs_dir) / p
     raise RunError(f"no run {str(run)!r} (looked for a directory {p} and {Path(runs_dir) / p.name}); "
                    "`ls runs/` shows the runs")
 
