@@ -83,6 +83,7 @@ def test_interrupt_keeps_what_was_trained(tmp_path):
     run = train(TrainConfig(model="conv8-pool-flatten-dense2", epochs=5, runs_dir=str(tmp_path), name="cut"),
                 data=synthetic(), on_step=on_step)
     assert run.results["interrupted"] and run.results["epochs_run"] == 1
+    assert run.results["stopped_at"] == [2, 3]            # epoch 2, three steps into it
     assert (run.path / "model.safetensors").exists()
 
 

@@ -118,8 +118,10 @@ def cmd_train(args) -> None:
     res = run.results
     progress.event("done", **res)
     if res.get("interrupted"):
-        _say(f"Interrupted: kept the weights after {res['epochs_run']} epoch(s); "
-             f"`convlens train --resume {run.path}` continues.")
+        epoch, step = res.get("stopped_at") or (res["epochs_run"] + 1, 0)
+        where_ = f"after epoch {epoch - 1}" if not step else f"in epoch {epoch}, after step {step}"
+        _say(f"Interrupted {where_}: kept the weights trained so far; "
+             f"`convlens train --resume {run.path}` continues from there.")
     if res.get("stopped_early"):
         _say(f"Early stopping: no better validation loss after epoch {res['best_epoch']}; "
              f"restored its weights.")

@@ -308,6 +308,7 @@ class History:
     stopped_early: bool = False
     interrupted: bool = False
     train_time_s: float = 0.0                            # optimizer steps only, no evaluation
+    stopped_at: tuple[int, int] | None = None            # interrupted: (epoch, steps done in it)
 
 
 class StopRequest:
@@ -464,6 +465,8 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
             raise
     hist.epochs, hist.best_epoch, hist.train_time_s = p.epochs, p.best_epoch, p.train_time_s
     hist.stopped_early = p.stopped_early
+    if hist.interrupted:
+        hist.stopped_at = (p.epoch, p.step_in_epoch)
     if best_state is not None and hist.best_epoch != len(hist.epochs):
         model.load_state_dict(best_state)
     if stats is not None:
@@ -671,6 +674,7 @@ def _finish(path: Path, config: TrainConfig, data: Dataset, model: ConvNet, prec
     write_json(path / "results.json", {
         "test_loss": test_loss, "test_accuracy": test_acc, **tta, "epochs_run": len(hist.epochs),
         "best_epoch": hist.best_epoch, "stopped_early": hist.stopped_early, "interrupted": hist.interrupted,
+        "stopped_at": list(hist.stopped_at) if hist.stopped_at else None,
         "restored_best": bool(config.early_stopping and hist.best_epoch != len(hist.epochs)),
         "train_time_s": round(hist.train_time_s, 3), "wall_time_s": round(time.perf_counter() - wall, 3),
         "deterministic": config.deterministic, "resumes": ckpt.progress.resumes if ckpt else 0,
