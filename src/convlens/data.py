@@ -346,23 +346,19 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
             raise DataError(f"dataset {name!r}: use a registered name ({', '.join(DATASETS)}), idx:FOLDER or csv:PATH")
         path = Path(where).expanduser()
         train_x, train_y, test_x, test_y, classes = load_idx_dir(path) if kind == "idx" else load_csv(path, seed)
-        for y, what in ((train_y, "train"), (test_y, "test")):
-            if len(y) and int(y.max()) >= len(classes):
-                raise DataError(f"{name} {what} labels outside 0..{len(classes) - 1}")
-        train_idx, val_idx = split_train_val(len(train_y), val_split, seed)
-        return Dataset(name, classes, train_x[train_idx], train_y[train_idx], train_x[val_idx], train_y[val_idx],
-                       test_x, test_y)
-    info = dataset_info(name)
-    paths = {loc.role: loc.path for loc in fetch(info, data_dir)}
-    arrays = {role: read_idx(path) for role, path in paths.items()}
-    train_x, train_y = _images_and_labels(arrays["train_images"], arrays["train_labels"], f"{name} train")
-    test_x, test_y = _images_and_labels(arrays["test_images"], arrays["test_labels"], f"{name} test")
+    else:
+        info = dataset_info(name)
+        paths = {loc.role: loc.path for loc in fetch(info, data_dir)}
+        arrays = {role: read_idx(path) for role, path in paths.items()}
+        train_x, train_y = _images_and_labels(arrays["train_images"], arrays["train_labels"], f"{name} train")
+        test_x, test_y = _images_and_labels(arrays["test_images"], arrays["test_labels"], f"{name} test")
+        classes = info.classes
     for y, what in ((train_y, "train"), (test_y, "test")):
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(info.classes)):
-            raise DataError(f"{name} {what} labels outside 0..{len(info.classes) - 1}")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+            raise DataError(f"{name} {what} labels outside 0..{len(classes) - 1}")
     train_idx, val_idx = split_train_val(len(train_y), val_split, seed)
-    return Dataset(name, info.classes, train_x[train_idx], train_y[train_idx],
-                   train_x[val_idx], train_y[val_idx], test_x, test_y)
+    return Dataset(name, classes, train_x[train_idx], train_y[train_idx], train_x[val_idx], train_y[val_idx],
+                   test_x, test_y)
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike | None = None, val_split: float = 0.1,

@@ -13,7 +13,7 @@ from .data import Dataset
 from .images import load_image
 from .models import ConvNet
 from .runs import Run
-from .train import EVAL_BATCH, pick_device, pick_precision, predict_logits, set_threads
+from .train import EVAL_BATCH, confusion_counts, pick_device, pick_precision, predict_logits, set_threads
 
 
 @dataclass
@@ -91,9 +91,7 @@ def evaluate(model: ConvNet, x_u8: torch.Tensor, y: torch.Tensor, classes: list[
     y = y.to(logits.device)
     loss = F.cross_entropy(logits, y).item()
     pred = logits.argmax(1)
-    k = len(classes)
-    confusion = torch.bincount(y * k + pred, minlength=k * k).reshape(k, k).cpu().numpy()
-    return Evaluation(list(classes), loss, float((pred == y).float().mean()), confusion,
+    return Evaluation(list(classes), loss, float((pred == y).float().mean()), confusion_counts(logits, y, len(classes)),
                       logits.softmax(1).cpu().numpy().astype(np.float32), y.cpu().numpy())
 
 

@@ -122,20 +122,19 @@ class Explorer:
                 self.models.popitem(last=False)
         return model
 
-    def dataset(self, run: Run) -> Dataset:
-        key = (run.config.get("dataset", "fashion-mnist"), self.data_dir or run.config.get("data_dir"))
+    def _dataset(self, name: str, data_dir: str | None) -> Dataset:
+        """A dataset loaded once (all training images, the test split) and kept."""
         with self.lock:
-            if key not in self.datasets:
-                self.datasets[key] = load_dataset(key[0], key[1], val_split=0.0)
-            return self.datasets[key]
+            if (name, data_dir) not in self.datasets:
+                self.datasets[name, data_dir] = load_dataset(name, data_dir, val_split=0.0)
+            return self.datasets[name, data_dir]
+
+    def dataset(self, run: Run) -> Dataset:
+        return self._dataset(run.config.get("dataset", "fashion-mnist"), self.data_dir or run.config.get("data_dir"))
 
     def fashion_mnist(self) -> Dataset:
         """The embedded default, for the convolution lab's sample images."""
-        key = ("fashion-mnist", self.data_dir)
-        with self.lock:
-            if key not in self.datasets:
-                self.datasets[key] = load_dataset(*key, val_split=0.0)
-            return self.datasets[key]
+        return self._dataset("fashion-mnist", self.data_dir)
 
     def evaluation(self, run: Run) -> Evaluation:
         key = self._key(run)

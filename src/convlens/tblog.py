@@ -51,17 +51,17 @@ class TensorBoardLog:
                 self.writer.add_histogram(f"weights/{name}", value.detach().float().cpu(), e)
         self.writer.flush()
 
-    def final(self, epoch: int, test_loss: float, test_accuracy: float, model, data) -> None:
-        """Test metrics, confusion matrices and feature maps, logged at the last epoch."""
+    def final(self, epoch: int, test_loss: float, test_accuracy: float, confusion: np.ndarray, model, data) -> None:
+        """Test metrics, confusion matrices (the counts the run's test pass made) and feature maps,
+        logged at the last epoch."""
         from . import figures
-        from .evaluate import evaluate
         from .inspect import activations
         self.writer.add_scalar("test/loss", test_loss, epoch)
         self.writer.add_scalar("test/accuracy", test_accuracy, epoch)
-        ev = evaluate(model, data.test_x, data.test_y, list(data.classes), precision=torch.float32)
-        self.writer.add_image("confusion_matrix/counts", _image(figures.confusion_matrix(ev.confusion, ev.classes)), epoch)
+        classes = list(data.classes)
+        self.writer.add_image("confusion_matrix/counts", _image(figures.confusion_matrix(confusion, classes)), epoch)
         self.writer.add_image("confusion_matrix/normalized",
-                              _image(figures.confusion_matrix(ev.confusion, ev.classes, normalize=True)), epoch)
+                              _image(figures.confusion_matrix(confusion, classes, normalize=True)), epoch)
         if len(data.test_y):
             label = data.classes[int(data.test_y[0])]
             for layer in activations(model, data.test_x[0]):

@@ -271,6 +271,11 @@ def predict_logits(model: nn.Module, x_u8: torch.Tensor, batch_size: int = EVAL_
     return torch.cat(outs) if outs else torch.empty(0, getattr(model, "num_classes", 0))
 
 
+def confusion_counts(logits: torch.Tensor, y: torch.Tensor, k: int) -> np.ndarray:
+    """(k, k) counts, rows the true class, columns the predicted one."""
+    return torch.bincount(y.to(logits.device) * k + logits.argmax(1), minlength=k * k).reshape(k, k).cpu().numpy()
+
+
 def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     y = y.to(logits.device)
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
@@ -666,7 +671,8 @@ def _finish(path: Path, config: TrainConfig, data: Dataset, model: ConvNet, prec
         barrier(cluster)                       # rank 0 writes the results meanwhile
         return None
     save_weights(path / "model.safetensors", model)
-    test_loss, test_acc = loss_and_accuracy(predict_logits(model, data.test_x, precision=precision), data.test_y)
+    test_logits = predict_logits(model, data.test_x, precision=precision)
+    test_loss, test_acc = loss_and_accuracy(test_logits, data.test_y)
     tta = {}
     if r.flip:   # trained on mirror images too: report the mirror-averaged test accuracy beside it
         tta = {"test_accuracy_tta": loss_and_accuracy(
@@ -680,6 +686,7 @@ def _finish(path: Path, config: TrainConfig, data: Dataset, model: ConvNet, prec
         "deterministic": config.deterministic, "resumes": ckpt.progress.resumes if ckpt else 0,
         "overfitting": overfitting_note(hist.epochs, suggest=not config.early_stopping)})
     if tb:
-        tb.final(len(hist.epochs), test_loss, test_acc, model, data)
+        tb.final(len(hist.epochs), test_loss, test_acc, confusion_counts(test_logits, data.test_y, data.num_classes),
+                 model, data)
     barrier(cluster)
     return open_run(path)
