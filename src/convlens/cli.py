@@ -241,6 +241,9 @@ def cmd_data(args) -> None:
         return
     found = fetch(info, args.data_dir) if args.action == "fetch" else locate(info, args.data_dir)
     _say(f"{info.name}: {len(info.classes)} classes ({', '.join(info.classes)})")
+    if info.archive and any(loc.path is None for loc in found):
+        _say(f"  (the files come out of {info.archive.name}, {info.archive.size:,} bytes: downloaded, verified, "
+             f"and deleted once they are extracted)")
     for loc in found:
         _say(f"  {info.files[loc.role].name:28} {loc.source:16} {loc.path or '(not found: `convlens data fetch` downloads it)'}")
 

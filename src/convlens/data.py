@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,44 +91,131 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 @dataclass(frozen=True)
 class IdxFile:
-    name: str        # file name in the official distribution (gzip)
-    sha256_gz: str   # SHA-256 of the official .gz download
-    sha256_raw: str  # SHA-256 of the decompressed IDX bytes: also holds for re-compressed copies (Debian's)
-    size_gz: int     # bytes of the official .gz; a download larger than this is cut off
+    name: str                # file name in the official distribution (gzip), or in the archive's folder
+    sha256_gz: str           # SHA-256 of the official .gz (an archive member: of the member as stored)
+    sha256_raw: str | None   # SHA-256 of the decompressed IDX bytes, which also holds for re-compressed copies
+                             # (Debian's); None where no trustworthy source publishes it
+    size_gz: int | None      # bytes of the official .gz; a download larger than this is cut off. None for an
+                             # archive member: no source publishes its size, the verified archive bounds it
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One official download holding the dataset's files (EMNIST: one zip of all six splits)."""
+    name: str            # file name at the mirror
+    sha256: str          # SHA-256 of the official archive
+    size: int            # bytes; a download larger than this is cut off
+    folder: str          # the members' folder inside the archive
+    mapping: str | None  # member listing "label ASCII-code" per line, checked against the class names
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
     classes: tuple[str, ...]
-    files: dict[str, IdxFile]      # role (train_images, train_labels, test_images, test_labels) -> file
-    mirrors: tuple[str, ...]       # https base URLs, tried in order
-    system_dirs: tuple[str, ...]   # read-only installs (distribution packages)
+    files: dict[str, IdxFile]       # role (train_images, train_labels, test_images, test_labels) -> file
+    mirrors: tuple[str, ...]        # https base URLs, tried in order
+    system_dirs: tuple[str, ...] = ()   # read-only installs (distribution packages)
+    archive: Archive | None = None  # the files come out of this one download instead of one download each
+    transposed: bool = False        # images stored transposed (EMNIST); the loader turns them upright
+
+
+def _mnist_layout(prefix: str, sums: dict[str, tuple[str, int | None]], test: str = "t10k",
+                  sha256_raw: dict[str, str] | None = None) -> dict[str, IdxFile]:
+    """The four files of the MNIST layout: {prefix}train-images-idx3-ubyte.gz etc., from {role: (sha256, size)}."""
+    names = {"train_images": f"{prefix}train-images-idx3-ubyte.gz",
+             "train_labels": f"{prefix}train-labels-idx1-ubyte.gz",
+             "test_images": f"{prefix}{test}-images-idx3-ubyte.gz",
+             "test_labels": f"{prefix}{test}-labels-idx1-ubyte.gz"}
+    return {role: IdxFile(names[role], sha, (sha256_raw or {}).get(role), size) for role, (sha, size) in sums.items()}
 
 
 FASHION_MNIST = DatasetInfo(
     name="fashion-mnist",
     classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
              "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    files={
-        "train_images": IdxFile("train-images-idx3-ubyte.gz",
-                                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-                                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 26421880),
-        "train_labels": IdxFile("train-labels-idx1-ubyte.gz",
-                                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-                                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 29515),
-        "test_images": IdxFile("t10k-images-idx3-ubyte.gz",
-                               "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-                               "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 4422102),
-        "test_labels": IdxFile("t10k-labels-idx1-ubyte.gz",
-                               "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-                               "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 5148),
-    },
+    files=_mnist_layout("", {
+        "train_images": ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
+        "train_labels": ("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
+        "test_images": ("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
+        "test_labels": ("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
+    }, sha256_raw={
+        "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    }),
     mirrors=("https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",),
     system_dirs=("/usr/share/datasets/fashion-mnist",),
 )
 
-DATASETS: dict[str, DatasetInfo] = {FASHION_MNIST.name: FASHION_MNIST}
+# MNIST. SHA-256 and sizes as in tensorflow/datasets' url_checksums/mnist.txt (for storage.googleapis.com/
+# cvdf-datasets, the mirror tfds and Keras use); the same four SHA-256 in pytorch/vision's
+# torchvision/prototype/datasets/_builtin/mnist.py, which checks one value per file against both of its
+# mirrors, yann.lecun.com and ossci-datasets.s3 (so that mirror serves the same bytes), and in notwa/mnists'
+# hashes.py; the sizes also in TensorFlow's input_data download log ("train-labels-idx1-ubyte.gz 28881 bytes").
+# No source publishes the decompressed content's SHA-256.
+MNIST = DatasetInfo(
+    name="mnist",
+    classes=tuple("0123456789"),
+    files=_mnist_layout("", {
+        "train_images": ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
+        "train_labels": ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
+        "test_images": ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
+        "test_labels": ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
+    }),
+    mirrors=("https://storage.googleapis.com/cvdf-datasets/mnist/", "https://ossci-datasets.s3.amazonaws.com/mnist/"),
+)
+
+# Kuzushiji-MNIST (rois-codh/kmnist, the files as re-issued on 5 February 2019). SHA-256 and sizes as in
+# tensorflow/datasets' url_checksums/kmnist.txt; the same SHA-256 in pytorch/vision's prototype
+# datasets/_builtin/mnist.py and ankane/torchvision-ruby's kmnist.rb; the same sizes in the git-annex keys of
+# datasets-mila/datasets--kmnist (fetched in January 2022; their MD5s are torchvision's). The project's README
+# links http://, but other projects fetch the same path over https (torchvision-ruby's mirror list, Quandela's
+# dataset loaders), so the downloader's https-only rule holds; the SHA-256 would catch a wrong file either way.
+# Classes: kmnist_classmap.csv (0 U+304A お, き, す, つ, な, は, ま, や, れ, 9 U+3092 を, as in a Go loader's copy
+# of it), named in romaji as torchvision names them: matplotlib's default font has no kana, and a class name
+# drawn as empty boxes in every figure teaches nothing.
+KMNIST_KANA = ("お", "き", "す", "つ", "な", "は", "ま", "や", "れ", "を")
+KMNIST = DatasetInfo(
+    name="kmnist",
+    classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    files=_mnist_layout("", {
+        "train_images": ("51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4", 18165135),
+        "train_labels": ("e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17", 29497),
+        "test_images": ("edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5", 3041136),
+        "test_labels": ("20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c", 5120),
+    }),
+    mirrors=("https://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+)
+
+# EMNIST Balanced (Cohen et al. 2017, arXiv:1702.05373): 112,800 training and 18,800 test images of 47 classes,
+# from NIST's one zip of all six splits. The zip's size and SHA-256 as in tensorflow/datasets'
+# url_checksums/emnist.txt (for www.itl.nist.gov/iaui/vip/cs_links/EMNIST/gzip.zip, the old address of the same
+# file); the same SHA-256 for https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip in several unrelated
+# projects that check it (a Ruby EMNIST fetcher, a JavaScript EMNIST-Balanced loader, Python data scripts).
+# Members' SHA-256: notwa/mnists' hashes.py; the two training files also pinned by an unrelated
+# data-preparation script "after CRC32/length-checked extraction from the official NIST ZIP"; the two test
+# files have only that one source (ten of its other values, four MNIST, six EMNIST, agree with second sources).
+# Classes: emnist-balanced-mapping.txt (checked on extraction) gives the ASCII codes of digits, capitals and
+# the 11 lower-case letters whose shapes differ from their capitals; torchvision derives the same list.
+EMNIST_BALANCED = DatasetInfo(
+    name="emnist-balanced",
+    classes=tuple("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt"),
+    files=_mnist_layout("emnist-balanced-", {
+        "train_images": ("74295e75e4e9fa2c102147460ee7eb763653d5132d883a84fb88932bfb8d2db4", None),
+        "train_labels": ("b46d41e5156a0a8aaaa4d18979fdd1588850fa8571018acffd5d93b325a7d6ed", None),
+        "test_images": ("117fc12b015e37ea98bfb2cbba3f77c3782c056cdbd219b87abfc8661d7135db", None),
+        "test_labels": ("a67cac948379b67270b9a4d0a01c8ec661598accf2f2b1964340b7c83cb175cd", None),
+    }, test="test"),
+    mirrors=("https://biometrics.nist.gov/cs_links/EMNIST/",),
+    archive=Archive("gzip.zip", "fb9bb67e33772a9cc0b895e4ecf36d2cf35be8b709693c3564cea2a019fcda8e", 561753746,
+                    folder="gzip/", mapping="emnist-balanced-mapping.txt"),
+    # NIST wrote each 28×28 image column by column: read as MNIST does, letters lie on their side, mirrored.
+    transposed=True,
+)
+
+DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (FASHION_MNIST, MNIST, KMNIST, EMNIST_BALANCED)}
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -237,32 +325,125 @@ def download(url: str, dest: Path, sha256: str, max_bytes: int,
             os.unlink(tmp)
 
 
+def _download_from_mirrors(info: DatasetInfo, name: str, sha256: str, max_bytes: int) -> Path:
+    """Download the dataset's file `name` into its cache folder from the first mirror that has it, verified."""
+    errors = []
+    deadline_s = max(600.0, max_bytes / 250e3)   # at least 250 kB/s: EMNIST's 562 MB zip may take 37 minutes
+    for base in mirror_urls(info):
+        try:
+            return download(base.rstrip("/") + "/" + name, cache_dir(info.name) / name, sha256,
+                            max_bytes=max_bytes, deadline_s=deadline_s)
+        except DataError as e:
+            errors.append(str(e))
+    hint = (f"install the Debian package dataset-{info.name} or " if info.system_dirs else
+            f"save {name} from a browser into {cache_dir(info.name)} or " if info.archive else "")
+    raise DataError(f"{name} not found locally and not downloadable: {'; '.join(errors)} ({hint}pass --data-dir)")
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _member(zf: zipfile.ZipFile, name: str, archive: Path, max_bytes: int) -> zipfile.ZipInfo:
+    try:
+        member = zf.getinfo(name)
+    except KeyError:
+        raise DataError(f"{archive}: has no {name}") from None
+    if member.flag_bits & 0x1:
+        raise DataError(f"{archive}: {name} is encrypted")
+    if member.file_size > max_bytes:
+        raise DataError(f"{archive}: {name} is {member.file_size:,} bytes, more than the {max_bytes:,} allowed")
+    return member
+
+
+def _check_mapping(zf: zipfile.ZipFile, name: str, classes: tuple[str, ...], archive: Path) -> None:
+    """The archive's "label ASCII-code" listing must name the registry's classes, in order."""
+    text = zf.read(_member(zf, name, archive, 1 << 16)).decode("ascii", errors="replace")
+    try:
+        rows = [tuple(map(int, line.split())) for line in text.splitlines() if line.strip()]
+        listed = tuple(chr(code) for _, code in rows)
+    except (ValueError, OverflowError):   # not two integers per line, or not a character code
+        raise DataError(f"{archive}: {name} is not a list of 'label ASCII-code' lines") from None
+    if listed != classes or [label for label, _ in rows] != list(range(len(rows))):
+        raise DataError(f"{archive}: {name} lists the classes {''.join(listed)!r}, expected {''.join(classes)!r}")
+
+
+def extract_members(archive: Path, info: DatasetInfo, roles: list[str]) -> dict[str, Path]:
+    """Copy the files of `roles` out of the dataset's (verified) archive into its cache folder, all or none.
+
+    Only the registry's member names are read, and each is written under the registry's own file name,
+    so no name in the archive can point outside the cache; a member larger than MAX_IDX_BYTES, or not
+    matching its SHA-256 or the zip's CRC-32, is refused.
+    """
+    a, dest, parts = info.archive, cache_dir(info.name), {}
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            if a.mapping:
+                _check_mapping(zf, a.folder + a.mapping, info.classes, archive)
+            for role in roles:
+                f = info.files[role]
+                member = _member(zf, a.folder + f.name, archive, MAX_IDX_BYTES)
+                fd, parts[role] = tempfile.mkstemp(prefix=f".{f.name}.", suffix=".part", dir=dest)
+                digest, size = hashlib.sha256(), 0
+                with os.fdopen(fd, "wb") as out, zf.open(member) as src:   # zipfile checks the CRC-32 at the end
+                    while chunk := src.read(1 << 20):
+                        size += len(chunk)
+                        if size > member.file_size:
+                            raise DataError(f"{archive}: {member.filename} runs past its stated size")
+                        digest.update(chunk)
+                        out.write(chunk)
+                if (got := digest.hexdigest()) != f.sha256_gz:
+                    raise DataError(f"{archive}: {member.filename}: SHA-256 mismatch (got {got[:16]}…, "
+                                    f"expected {f.sha256_gz[:16]}…)")
+        paths = {role: dest / info.files[role].name for role in parts}
+        for role, part in parts.items():
+            os.replace(part, paths[role])
+        return paths
+    except (zipfile.BadZipFile, EOFError, zlib.error) as e:   # zipfile's "Bad CRC-32" is a BadZipFile
+        raise DataError(f"{archive}: damaged zip archive ({e})") from None
+    except OSError as e:
+        raise DataError(f"{archive}: cannot extract into {dest}: {e.strerror or e}") from None
+    finally:
+        for part in parts.values():
+            if os.path.exists(part):
+                os.unlink(part)
+
+
+def _fetch_from_archive(info: DatasetInfo, roles: list[str]) -> dict[str, Path]:
+    """The missing files of an archived dataset: the archive is downloaded (or found in the cache, saved
+    there by hand), verified, the files extracted, and the archive deleted."""
+    a = info.archive
+    archive = cache_dir(info.name) / a.name
+    if archive.is_file():
+        if (got := _sha256_file(archive)) != a.sha256:
+            raise DataError(f"{archive}: SHA-256 mismatch (got {got[:16]}…, expected {a.sha256[:16]}…); "
+                            f"delete it to download it again")
+    else:
+        _download_from_mirrors(info, a.name, a.sha256, a.size)
+    paths = extract_members(archive, info, roles)
+    archive.unlink()
+    return paths
+
+
 def fetch(info: DatasetInfo, data_dir: str | os.PathLike | None = None) -> list[Located]:
     """Locate every file, downloading the missing ones into the cache (verified); DataError if that fails."""
     found = locate(info, data_dir)
-    missing = [loc for loc in found if loc.path is None]
+    missing = [loc.role for loc in found if loc.path is None]
     explicit = data_dir or os.environ.get("CONVLENS_DATA")
     if missing and explicit:
-        names = ", ".join(info.files[m.role].name for m in missing)
+        names = ", ".join(info.files[role].name for role in missing)
         raise DataError(f"{explicit}: missing {names}")
-    result = []
-    for loc in found:
-        if loc.path is not None:
-            result.append(loc)
-            continue
-        f, errors = info.files[loc.role], []
-        for base in mirror_urls(info):
-            try:
-                path = download(base.rstrip("/") + "/" + f.name, cache_dir(info.name) / f.name,
-                                f.sha256_gz, max_bytes=f.size_gz)
-                result.append(Located(loc.role, path, "download"))
-                break
-            except DataError as e:
-                errors.append(str(e))
-        else:
-            raise DataError(f"{f.name} not found locally and not downloadable: {'; '.join(errors)} "
-                            f"(install the Debian package dataset-{info.name} or pass --data-dir)")
-    return result
+    if missing and info.archive:
+        paths = _fetch_from_archive(info, missing)
+    else:
+        paths = {role: _download_from_mirrors(info, info.files[role].name, info.files[role].sha256_gz,
+                                              info.files[role].size_gz) for role in missing}
+    return [Located(loc.role, paths[loc.role], "download") if loc.path is None else loc for loc in found]
 
 
 def sha256_of(path: Path) -> tuple[str, str]:
@@ -286,10 +467,13 @@ def verify(info: DatasetInfo, data_dir: str | os.PathLike | None = None) -> list
             continue
         if stored == f.sha256_gz:
             rows.append((loc, True, "official .gz SHA-256 matches"))
-        elif raw == f.sha256_raw:
+        elif f.sha256_raw and raw == f.sha256_raw:
             rows.append((loc, True, "content SHA-256 matches (re-compressed copy)"))
-        else:
+        elif f.sha256_raw:
             rows.append((loc, False, f"SHA-256 mismatch: content {raw[:16]}…, expected {f.sha256_raw[:16]}…"))
+        else:   # no published content checksum: only the official .gz itself can be checked
+            rows.append((loc, False, f"SHA-256 mismatch: file {stored[:16]}…, expected the official .gz's "
+                                     f"{f.sha256_gz[:16]}… (no content checksum is recorded for other copies)"))
     return rows
 
 
@@ -352,6 +536,8 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
         arrays = {role: read_idx(path) for role, path in paths.items()}
         train_x, train_y = _images_and_labels(arrays["train_images"], arrays["train_labels"], f"{name} train")
         test_x, test_y = _images_and_labels(arrays["test_images"], arrays["test_labels"], f"{name} test")
+        if info.transposed:   # stored (N, 1, W, H), column by column; swap to (N, 1, H, W) so letters stand upright
+            train_x, test_x = train_x.transpose(2, 3).contiguous(), test_x.transpose(2, 3).contiguous()
         classes = info.classes
     for y, what in ((train_y, "train"), (test_y, "test")):
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
