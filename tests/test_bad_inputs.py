@@ -98,13 +98,32 @@ CASES = [
      "no usable checkpoint"),
     (7, "a Kaggle CSV with a short row", lambda r, run, d: ["train", "--dataset", f"csv:{_ragged_csv(r)}"],
      "line 3 has 4 values"),
-    (7, "an own dataset of an unknown kind", lambda r, run, d: ["train", "--dataset", "zip:x"], "idx:FOLDER or csv:PATH"),
+    (7, "an own dataset of an unknown kind", lambda r, run, d: ["train", "--dataset", "zip:x"],
+     "idx:FOLDER, csv:PATH or folder:PATH"),
+    (7, "an image folder that does not exist", lambda r, run, d: ["train", "--dataset", f"folder:{r / 'none'}"],
+     "no such folder"),
+    (7, "an image folder with one class", lambda r, run, d: ["train", "--dataset", f"folder:{_one_class_folder(r)}"],
+     "found 1 class folder"),
+    (7, "a malformed --image-size", lambda r, run, d: ["train", "--dataset", f"folder:{r}", "--image-size", "3x"],
+     "use one number (64) or height×width"),
+    (7, "explain on a device that does not exist", lambda r, run, d: ["explain", run, "--device", "gpu"],
+     "--device must be auto, cpu, cuda or cuda:N"),
+    (7, "serve on a device that does not exist", lambda r, run, d: ["serve", "--device", "tpu", "--runs-dir", r],
+     "--device must be auto, cpu, cuda or cuda:N"),
+    (7, "--image-size for a dataset that is not a folder", lambda r, run, d: ["train", "--image-size", "32"],
+     "apply to image folders"),
     (7, "export of a run that does not exist", lambda r, run, d: ["export", "nope"], "no run 'nope'"),
     (7, "export to a format convlens does not write", lambda r, run, d: ["export", run, "--format", "pickle"],
      "invalid choice"),
     (5, "--checkpoint-every -1", lambda r, run, d: ["train", "--checkpoint-every", "-1"],
      "--checkpoint-every must be ≥ 0"),
 ]
+
+
+def _one_class_folder(root: Path) -> Path:
+    (root / "one" / "cats").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(root / "one" / "cats" / "a.png")
+    return root / "one"
 
 
 def _ragged_csv(root: Path) -> Path:

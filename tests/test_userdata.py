@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import run_cli, write_idx_dir
 from convlens import TrainConfig, load_dataset, summarize, train
@@ -53,12 +54,13 @@ def test_kaggle_csv_of_the_real_test_set_gives_the_idx_accuracy_exactly(tmp_path
     assert a["accuracy"] == b["accuracy"] and a["confusion"] == b["confusion"]
 
 
-def test_one_csv_without_a_header_is_split_by_seed(tmp_path, real_data):
+def test_one_csv_without_a_header_has_one_test_split_for_every_seed(tmp_path, real_data):
     path = kaggle_csv(tmp_path / "all.csv", real_data.test_x[:1000, 0].numpy(), real_data.test_y[:1000], header=False)
     a = load_dataset(f"csv:{path}", val_split=0.1, seed=3)
-    b = load_dataset(f"csv:{path}", val_split=0.1, seed=3)
+    b = load_dataset(f"csv:{path}", val_split=0.1, seed=4)
     assert len(a.test_y) == 200 and len(a.train_y) + len(a.val_y) == 800
-    assert (a.test_x == b.test_x).all() and a.classes == tuple(str(i) for i in range(10))
+    assert torch.equal(a.test_x, b.test_x) and a.classes == tuple(str(i) for i in range(10))
+    assert not torch.equal(a.val_x, b.val_x)          # --seed moves the validation split only
     assert (a.test_x[0] == a.test_x[0]).all() and a.train_x.dtype.is_floating_point is False
 
 
@@ -79,7 +81,7 @@ def test_bad_csv_files_get_one_clear_line(tmp_path, text, fragment):
 
 
 def test_bad_own_dataset_names(tmp_path):
-    for name, fragment in ((f"idx:{tmp_path / 'nope'}", "no such folder"), ("zip:x", "idx:FOLDER or csv:PATH"),
+    for name, fragment in ((f"idx:{tmp_path / 'nope'}", "no such folder"), ("zip:x", "idx:FOLDER, csv:PATH or folder:PATH"),
                            (f"csv:{tmp_path / 'none.csv'}", "no such file"), (f"idx:{tmp_path}", "exactly one train")):
         with pytest.raises(DataError, match=fragment):
             load_dataset(name)

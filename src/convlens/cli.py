@@ -49,18 +49,19 @@ def _say(*lines: str) -> None:
 
 def cmd_summary(args) -> None:
     from .summary import summarize
-    s = summarize(args.model, (args.channels, args.image_size, args.image_size), args.classes)
+    from .folders import parse_image_size
+    h, w = parse_image_size(args.image_size)
+    s = summarize(args.model, (args.channels, h, w), args.classes)
     _say(json.dumps(s.to_dict(), indent=2) if args.json else s.text())
 
 
 # Flags that describe a run's training; --resume takes them all from the run itself.
-_RUN_SETTINGS = ("model", "dataset", "recipe", "epochs", "batch_size", "lr", "label_smoothing", "seed", "val_split",
-                 "early_stopping", "precision", "threads", "compile", "checkpoint_every", "deterministic", "tensorboard",
-                 "name")
+_RUN_SETTINGS = ("model", "dataset", "image_size", "channels", "stream", "recipe", "epochs", "batch_size", "lr",
+                 "label_smoothing", "seed", "val_split", "early_stopping", "precision", "threads", "compile",
+                 "checkpoint_every", "deterministic", "tensorboard", "name")
 
 
 def cmd_train(args) -> None:
-    from .data import load_dataset
     from .summary import summarize
     from .train import TrainConfig, resume, train
 
@@ -69,7 +70,8 @@ def cmd_train(args) -> None:
         given = [k for k in _RUN_SETTINGS if getattr(args, k) != getattr(defaults, k)]
         if given:
             raise ConvlensError(f"--resume continues with the run's own settings; drop --{given[0].replace('_', '-')}")
-    config = TrainConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir, recipe=args.recipe,
+    config = TrainConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir, image_size=args.image_size,
+                         channels=args.channels, stream=args.stream, recipe=args.recipe,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          label_smoothing=args.label_smoothing, seed=args.seed, val_split=args.val_split,
                          early_stopping=args.early_stopping, device=args.device, precision=args.precision,
@@ -96,7 +98,7 @@ def cmd_train(args) -> None:
         config = replace(config, data_dir=args.data_dir or config.data_dir)
     config.check()
     settings = config.settings()
-    data = load_dataset(config.dataset, config.data_dir, val_split=settings.val_split, seed=config.seed)
+    data = config.load_data()
     progress = _EpochProgress(config.epochs, args.progress)
     try:
         if args.resume:
@@ -190,7 +192,7 @@ def cmd_evaluate(args) -> None:
     run = open_run(args.run, args.runs_dir)
     if args.dataset:        # the same model on other files: a CSV export of its test set, a new batch, …
         from .data import load_dataset
-        data = load_dataset(args.dataset, args.data_dir, val_split=0.0)
+        data = load_dataset(args.dataset, args.data_dir, val_split=0.0, **run.data_options(args.dataset))
         if data.input_shape != tuple(run.model_info["input_shape"]) or data.num_classes > len(run.classes):
             raise ConvlensError(f"{args.dataset}: {data.num_classes} classes of {data.input_shape} images; run "
                                 f"{run.name} takes {tuple(run.model_info['input_shape'])} and knows {len(run.classes)}")
@@ -225,7 +227,7 @@ def cmd_predict(args) -> None:
     run = open_run(args.run, args.runs_dir)
     model = run.load_model(pick_device(args.device))
     invert = {"auto": None, "yes": True, "no": False}[args.invert]
-    for p in predict(model, run.classes, args.images, k=args.top, invert=invert):
+    for p in predict(model, run.classes, args.images, k=args.top, invert=invert, rule=run.image_rule):
         _say(f"{p.source}: " + ", ".join(f"{c} {prob:.1%}" for c, prob in p.top))
 
 
@@ -292,7 +294,7 @@ def _inspect_image(args, run, data):
     from .images import load_image
     c, h, w = tuple(run.model_info["input_shape"])
     if getattr(args, "image", None):
-        return load_image(args.image, (h, w), c), Path(args.image).name, None
+        return load_image(args.image, (h, w), c, rule=run.image_rule), Path(args.image).name, None
     if not 0 <= args.index < len(data.test_y):
         raise ConvlensError(f"--index {args.index}: the test set has {len(data.test_y):,} images "
                             f"(0 to {len(data.test_y) - 1})")
@@ -300,12 +302,18 @@ def _inspect_image(args, run, data):
     return data.test_x[args.index], f"test image {args.index} ({run.classes[label]})", label
 
 
+def _model(run, args):
+    """The run's trained network on --device."""
+    from .train import pick_device
+    return run.load_model(pick_device(args.device))
+
+
 def cmd_activations(args) -> None:
     from . import figures
     from .inspect import activations, filter_across_images
     from .runs import open_run
     run = open_run(args.run, args.runs_dir)
-    model = run.load_model()
+    model = _model(run, args)
     data = run.dataset(args.data_dir)
     image, label, _ = _inspect_image(args, run, data)
     try:
@@ -339,7 +347,7 @@ def cmd_filters(args) -> None:
     from .inspect import kernels
     from .runs import open_run
     run = open_run(args.run, args.runs_dir)
-    ks = kernels(run.load_model(), args.layer)
+    ks = kernels(_model(run, args), args.layer)
     out = Path(args.out or run.path / "figures" / f"kernels-{ks.layer}.png")
     o, i, k, _ = ks.weights.shape
     summary = "per_input" if i == 1 else args.summary
@@ -353,7 +361,7 @@ def cmd_explain(args) -> None:
     from .inspect import grad_cam, saliency, top_k
     from .runs import open_run
     run = open_run(args.run, args.runs_dir)
-    model = run.load_model()
+    model = _model(run, args)
     args.image = args.image_pos or args.image
     image, label, true = _inspect_image(args, run, None if args.image else run.dataset(args.data_dir))
     top = top_k(model, image, run.classes, k=3)
@@ -374,8 +382,10 @@ CAM_NAMES = {"layercam": "LayerCAM", "gradcam": "Grad-CAM"}
 def cmd_report(args) -> None:
     from .report import write_run_report
     from .runs import open_run
+    from .train import pick_device
     run = open_run(args.run, args.runs_dir)
-    path = write_run_report(run, Path(args.out) if args.out else None, data_dir=args.data_dir)
+    path = write_run_report(run, Path(args.out) if args.out else None, data_dir=args.data_dir,
+                            device=pick_device(args.device))
     _say(f"Report: {path}")
 
 
@@ -402,6 +412,8 @@ def cmd_export(args) -> None:
 
 def cmd_serve(args) -> None:
     from .server import serve
+    from .train import pick_device
+    pick_device(args.device)          # a GPU that is not there: say so before announcing the address
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         if not args.public:
             raise ConvlensError(f"--host {args.host} would let other machines use this server (it runs models "
@@ -411,7 +423,7 @@ def cmd_serve(args) -> None:
     Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
     _say(f"convlens explorer: http://{'localhost' if args.host in ('127.0.0.1', '::1') else args.host}:{args.port}/"
          f"  (runs in {Path(args.runs_dir).resolve()}; Ctrl-C stops)")
-    serve(args.runs_dir, args.host, args.port, args.data_dir)
+    serve(args.runs_dir, args.host, args.port, args.data_dir, args.device)
 
 
 def cmd_bench(args) -> None:
@@ -452,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_args(sp):
         sp.add_argument("--dataset", default=d.dataset, help="a registered dataset (default %(default)s), or your own: "
-                        "idx:FOLDER (four IDX files) or csv:PATH (Kaggle layout: label,pixel1,…)")
+                        "folder:PATH (one sub-folder of images per class), idx:FOLDER (four IDX files) "
+                        "or csv:PATH (Kaggle layout: label,pixel1,…)")
         sp.add_argument("--data-dir", default=None, help="folder with the dataset files (default: $CONVLENS_DATA, "
                         "the cache, /usr/share/datasets, then download)")
 
@@ -464,6 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb("train", cmd_train, "train a model into a run directory")
     sp.add_argument("--model", default=d.model, help=f"preset ({presets}) or spec (default %(default)s)")
     data_args(sp)
+    sp.add_argument("--image-size", default=None, metavar="S|HxW", help="image folders: resize every image to "
+                    "this (64 or 48x64; default: the most common size in the folder)")
+    sp.add_argument("--channels", type=int, default=None, choices=(1, 3), help="image folders: 1 grayscale or "
+                    "3 RGB (default: 3 if any image has colour)")
+    sp.add_argument("--stream", action="store_true", help="image folders: decode from disk every epoch with "
+                    "worker processes, even when the images would fit in memory (above 1 GiB they always do)")
     sp.add_argument("--recipe", default=d.recipe, choices=list(RECIPES), help="training recipe (default %(default)s)")
     sp.add_argument("--epochs", type=int, default=d.epochs, help="passes over the data (default %(default)s)")
     sp.add_argument("--batch-size", type=int, default=None, help="images per step (default: the recipe's)")
@@ -495,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = verb("summary", cmd_summary, "the Keras-style layer table with parameter arithmetic")
     sp.add_argument("model", nargs="?", default="seed", help=f"preset ({presets}) or spec (default seed)")
-    sp.add_argument("--image-size", type=_positive_int, default=28, help="input height and width (default 28)")
+    sp.add_argument("--image-size", default="28", metavar="S|HxW", help="input size: 64, or 48x64 as "
+                    "height×width (default 28)")
     sp.add_argument("--channels", type=_positive_int, default=1, help="input channels (default 1)")
     sp.add_argument("--classes", type=_positive_int, default=10, help="number of classes (default 10)")
     sp.add_argument("--json", action="store_true", help="print JSON")
@@ -539,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--index", type=int, default=0, help="test image index (default 0)")
         sp.add_argument("--data-dir", default=None)
         sp.add_argument("--runs-dir", default=d.runs_dir)
+        sp.add_argument("--device", default="auto", help="auto | cpu | cuda (default %(default)s)")
 
     sp = verb("activations", cmd_activations, "every layer's feature maps; one filter across images and layers")
     look_args(sp)
@@ -587,6 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=_positive_int, default=8000, help="(default %(default)s)")
     sp.add_argument("--public", action="store_true", help="allow a --host other than this machine's loopback")
     sp.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    sp.add_argument("--device", default="auto", help="where models run and training jobs train: auto | cpu | cuda "
+                    "(default %(default)s)")
 
     sp = verb("bench", cmd_bench, "time to the seed's 91.28 %%: convlens vs a plain PyTorch loop vs the seed's Keras code")
     sp.add_argument("--seeds", type=_positive_int, default=3, help="seeds per variant (default 3)")

@@ -482,7 +482,11 @@ def verify(info: DatasetInfo, data_dir: str | os.PathLike | None = None) -> list
 
 @dataclass
 class Dataset:
-    """Images as uint8 (N, C, H, W) tensors, labels as int64 (N,); val is held out of train."""
+    """Images as uint8 (N, C, H, W), labels as int64 (N,); val is held out of train.
+
+    The images are tensors in memory, or for a large image folder StreamedImages (folders.py),
+    which index like tensors and decode from disk when asked.
+    """
     name: str
     classes: tuple[str, ...]
     train_x: torch.Tensor
@@ -491,6 +495,7 @@ class Dataset:
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    skipped: tuple[tuple[str, str], ...] = ()     # image folders: (file, why) of each file left out
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -520,17 +525,28 @@ def split_train_val(n: int, val_split: float, seed: int) -> tuple[torch.Tensor, 
 
 
 def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None = None,
-                 val_split: float = 0.1, seed: int = 0) -> Dataset:
+                 val_split: float = 0.1, seed: int = 0, image_size: tuple[int, int] | None = None,
+                 channels: int | None = None, stream: bool = False) -> Dataset:
     """Load a dataset with a seeded validation split: a registered one (finding or fetching its files)
-    or your own, `idx:DIR` or `csv:PATH` (userdata.py)."""
+    or your own, `idx:DIR` or `csv:PATH` (userdata.py) or `folder:DIR` (folders.py; image_size,
+    channels and stream apply to folders only)."""
     kind, sep, where = name.partition(":")
+    if (image_size or channels or stream) and kind != "folder":
+        raise DataError("--image-size, --channels and --stream apply to image folders (--dataset folder:PATH)")
+    skipped: tuple = ()
     if sep:
+        from .folders import load_folder, take
         from .userdata import load_csv, load_idx_dir
-        if kind not in ("idx", "csv") or not where:
-            raise DataError(f"dataset {name!r}: use a registered name ({', '.join(DATASETS)}), idx:FOLDER or csv:PATH")
+        if kind not in ("idx", "csv", "folder") or not where:
+            raise DataError(f"dataset {name!r}: use a registered name ({', '.join(DATASETS)}), "
+                            f"idx:FOLDER, csv:PATH or folder:PATH")
         path = Path(where).expanduser()
-        train_x, train_y, test_x, test_y, classes = load_idx_dir(path) if kind == "idx" else load_csv(path, seed)
+        if kind == "folder":
+            train_x, train_y, test_x, test_y, classes, skipped = load_folder(path, image_size, channels, stream)
+        else:
+            train_x, train_y, test_x, test_y, classes = load_idx_dir(path) if kind == "idx" else load_csv(path)
     else:
+        from .folders import take
         info = dataset_info(name)
         paths = {loc.role: loc.path for loc in fetch(info, data_dir)}
         arrays = {role: read_idx(path) for role, path in paths.items()}
@@ -543,8 +559,8 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
             raise DataError(f"{name} {what} labels outside 0..{len(classes) - 1}")
     train_idx, val_idx = split_train_val(len(train_y), val_split, seed)
-    return Dataset(name, classes, train_x[train_idx], train_y[train_idx], train_x[val_idx], train_y[val_idx],
-                   test_x, test_y)
+    return Dataset(name, classes, take(train_x, train_idx), train_y[train_idx], take(train_x, val_idx),
+                   train_y[val_idx], test_x, test_y, tuple(skipped))
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike | None = None, val_split: float = 0.1,

@@ -13,7 +13,7 @@ from .data import Dataset
 from .images import load_image
 from .models import ConvNet
 from .runs import Run
-from .train import EVAL_BATCH, confusion_counts, pick_device, pick_precision, predict_logits, set_threads
+from .train import confusion_counts, pick_device, pick_precision, predict_logits, set_threads
 
 
 @dataclass
@@ -80,7 +80,7 @@ class Evaluation:
 
 
 def evaluate(model: ConvNet, x_u8: torch.Tensor, y: torch.Tensor, classes: list[str],
-             precision: torch.dtype | None = None, batch_size: int = EVAL_BATCH, tta: bool = False) -> Evaluation:
+             precision: torch.dtype | None = None, batch_size: int | None = None, tta: bool = False) -> Evaluation:
     """Metrics of `model` on uint8 images `x_u8` (N, C, H, W) with labels `y`.
 
     tta: average each image's prediction with its mirror image's (flip test-time augmentation).
@@ -114,10 +114,11 @@ class Prediction:
 
 
 def predict(model: ConvNet, classes: list[str], images: list[str | os.PathLike], k: int = 3,
-            invert: bool | None = None) -> list[Prediction]:
-    """Top-k classes for each image file; ImageError names the first unreadable one."""
+            invert: bool | None = None, rule: str = "object") -> list[Prediction]:
+    """Top-k classes for each image file, prepared by `rule` (images.prepare_image); ImageError
+    names the first unreadable one."""
     c, h, w = model.input_shape
-    prepared = [load_image(p, (h, w), c, invert) for p in images]
+    prepared = [load_image(p, (h, w), c, invert, rule=rule) for p in images]
     if not prepared:
         return []
     probs = predict_logits(model, torch.stack(prepared), precision=torch.float32).softmax(1)

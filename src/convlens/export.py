@@ -36,6 +36,17 @@ def _portable(run: Run) -> torch.nn.Module:
     return run.load_model("cpu").float().eval().to(memory_format=torch.contiguous_format)
 
 
+# What images.prepare_image does, by the run's rule, in words another program can follow.
+_RESIZE_RULES = {
+    "object": "crop to the object's bounding box, fit its longer side into height×width keeping the aspect "
+              "ratio (Lanczos), centre it on black",
+    "folder": "EXIF orientation applied, transparency composited onto white, then resized to exactly "
+              "height×width with an anti-aliased bilinear filter (Pillow), aspect ratio not kept"}
+_CONVENTIONS = {
+    "object": "a light object on a dark background, as the training images ({dataset}); invert a dark-on-light photo",
+    "folder": "photos as they are, like the training images of {dataset}; grayscale is ITU-R 601 luma"}
+
+
 def preprocessing(run: Run, fmt: str, model_file: Path) -> dict:
     c, h, w = run.model_info["input_shape"]
     return {
@@ -45,8 +56,8 @@ def preprocessing(run: Run, fmt: str, model_file: Path) -> dict:
                   "scale": "uint8 pixel / 255, so values lie in [0, 1]; no mean or std to subtract "
                            "(the training normalisation is folded into the first layer)",
                   "colours": "grayscale" if c == 1 else "RGB",
-                  "convention": "a light object on a dark background, as the training images "
-                                f"({run.model_info.get('dataset', '?')}); invert a dark-on-light photo"},
+                  "resize": _RESIZE_RULES[run.image_rule],
+                  "convention": _CONVENTIONS[run.image_rule].format(dataset=run.model_info.get("dataset", "?"))},
         "output": {"name": "logits", "shape": ["batch", len(run.classes)],
                    "meaning": "unnormalised scores; softmax over the last axis gives class probabilities"},
         "classes": run.classes, "spec": run.model_info["spec"], "run": run.name,

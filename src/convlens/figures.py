@@ -444,10 +444,11 @@ def per_class_bars(values, classes: Sequence[str], title: str, xlabel: str, fmt:
 
 
 def gallery(images, captions: Sequence[str], title: str, cols: int = 8) -> bytes:
-    """Images (N, H, W) in a grid with a caption under each, e.g. "true: Shirt\\npred: T-shirt (0.97)";
-    newlines in a caption are kept, long lines wrap."""
-    a = _array(images, 3, "images")
-    n, h, w = a.shape
+    """Images (N, H, W), or colour (N, H, W, 3), in a grid with a caption under each, e.g.
+    "true: Shirt\\npred: T-shirt (0.97)"; newlines in a caption are kept, long lines wrap."""
+    colour = np.ndim(images) == 4 and np.shape(images)[-1] == 3
+    a = _array(images, 4 if colour else 3, "images")
+    n, h, w = a.shape[:3]
     if len(captions) != n:
         raise ValueError(f"gallery: {n} images but {len(captions)} captions")
     if n == 0:
@@ -465,7 +466,10 @@ def gallery(images, captions: Sequence[str], title: str, cols: int = 8) -> bytes
         if i >= n:
             ax.axis("off")
             continue
-        ax.imshow(a[i], cmap=IMAGE_CMAP, vmin=lo, vmax=hi, interpolation="nearest")
+        if colour:     # RGB is drawn as it is: scaled to 0..1, no colour map
+            ax.imshow(np.clip((a[i] - lo) / max(hi - lo, 1e-12), 0, 1), interpolation="nearest")
+        else:
+            ax.imshow(a[i], cmap=IMAGE_CMAP, vmin=lo, vmax=hi, interpolation="nearest")
         ax.set_xlabel(wrapped[i], fontsize=SMALL)
     fig.suptitle(f"{title}\n{n} image{'s' if n != 1 else ''} of {h}×{w}", fontsize=TITLE)
     return _render(fig)

@@ -9,6 +9,9 @@ light background, any size. `prepare_image` bridges that:
 3. invert when the border is lighter than mid-grey (light background);
 4. crop to the object's bounding box, fit its longer side into the frame keeping the
    aspect ratio, centre it on black.
+That is the "object" rule. A model trained on an image folder (folders.py) saw photos as
+they are, so its images follow the "folder" rule instead: converted and resized to the
+frame, nothing inverted or cropped (`stretch_image`). The run's model.json says which.
 """
 
 from __future__ import annotations
@@ -82,12 +85,33 @@ def flatten_alpha(img: Image.Image) -> Image.Image:
     return img
 
 
-def prepare_image(img: Image.Image, size: tuple[int, int] = (28, 28), channels: int = 1,
-                  invert: bool | None = None) -> np.ndarray:
-    """A decoded image as the model's input: uint8 (channels, H, W), light object on black, centred.
+def image_rule(dataset: str) -> str:
+    """How images are prepared for a model trained on `dataset`: "folder" for image folders, else "object"."""
+    return "folder" if dataset.startswith("folder:") else "object"
 
-    invert: None decides from the border (light background -> invert), True/False forces it.
+
+def stretch_image(img: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
+    """The folder rule: uint8 (channels, H, W) by EXIF orientation, transparency onto white,
+    grayscale (ITU-R 601 luma) or RGB, and an anti-aliased bilinear resize to exactly H×W, the
+    aspect ratio not kept (Keras's image_dataset_from_directory does the same)."""
+    img = flatten_alpha(ImageOps.exif_transpose(img) or img)
+    img = img.convert("L" if channels == 1 else "RGB")
+    h, w = size
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.uint8)
+    return (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)).copy()
+
+
+def prepare_image(img: Image.Image, size: tuple[int, int] = (28, 28), channels: int = 1,
+                  invert: bool | None = None, rule: str = "object") -> np.ndarray:
+    """A decoded image as the model's input: uint8 (channels, H, W); by the object rule a light
+    object on black, centred, by the folder rule `stretch_image`.
+
+    invert (object rule): None decides from the border (light background -> invert), True/False forces it.
     """
+    if rule == "folder":
+        return stretch_image(img, size, channels)
     img = flatten_alpha(ImageOps.exif_transpose(img) or img)
     gray = np.asarray(img.convert("L"), dtype=np.float32)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
@@ -114,6 +138,6 @@ def prepare_image(img: Image.Image, size: tuple[int, int] = (28, 28), channels: 
 
 
 def load_image(source: str | os.PathLike | bytes, size: tuple[int, int] = (28, 28), channels: int = 1,
-               invert: bool | None = None, name: str | None = None) -> torch.Tensor:
+               invert: bool | None = None, name: str | None = None, rule: str = "object") -> torch.Tensor:
     """Read and prepare one image: uint8 tensor (channels, H, W); ImageError if it cannot be read."""
-    return torch.from_numpy(prepare_image(read_image(source, name), size, channels, invert))
+    return torch.from_numpy(prepare_image(read_image(source, name), size, channels, invert, rule))

@@ -56,8 +56,8 @@ class Job:
 class Jobs:
     """The training processes one server started; one runs at a time (two would halve each other's speed)."""
 
-    def __init__(self, runs_dir: Path, data_dir: str | None = None):
-        self.runs_dir, self.data_dir = Path(runs_dir), data_dir
+    def __init__(self, runs_dir: Path, data_dir: str | None = None, device: str = "auto"):
+        self.runs_dir, self.data_dir, self.device = Path(runs_dir), data_dir, device
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
 
@@ -83,6 +83,7 @@ class Jobs:
             argv += ["--batch-size", str(batch_size)] if batch_size else []
             argv += ["--lr", repr(lr)] if lr else []
             argv += ["--data-dir", self.data_dir] if self.data_dir else []
+            argv += ["--device", self.device] if self.device != "auto" else []
             process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                        stdin=subprocess.DEVNULL, bufsize=1)
             job = Job(id=f"{len(self.jobs) + 1}-{name}", run=name, model=model, epochs=epochs, process=process)

@@ -162,7 +162,7 @@ def render_report(title: str, subtitle: str, sections: Sequence[Section]) -> str
 # A run's report: everything convlens knows about it, on one offline page
 
 def build_run_report(run, data, lab_index: int = 0, inspect_index: int = 0, compare_images=(0, 7, 26),
-                     filter_index: int = 6) -> str:
+                     filter_index: int = 6, device="cpu") -> str:
     """The HTML of a run's report: model, curves, test metrics, mistakes, kernels, feature maps, lab."""
     from . import figures
     from .compare import curve_series
@@ -171,7 +171,7 @@ def build_run_report(run, data, lab_index: int = 0, inspect_index: int = 0, comp
     from .inspect import activations, filter_across_images, grad_cam, kernels, most_confident_mistakes, saliency, top_k
     from .summary import summarize
 
-    model = run.load_model()
+    model = run.load_model(device)
     info = run.model_info
     classes = run.classes
     res = run.results
@@ -219,7 +219,8 @@ def build_run_report(run, data, lab_index: int = 0, inspect_index: int = 0, comp
     # 4. The most confident mistakes
     idx = most_confident_mistakes(ev.probabilities, ev.labels, k=24)
     if len(idx):
-        imgs = data.test_x[idx, 0].numpy()
+        imgs = data.test_x[idx].permute(0, 2, 3, 1).numpy()        # (N, H, W, C)
+        imgs = imgs[..., 0] if imgs.shape[-1] == 1 else imgs
         caps = [f"#{i} true: {classes[ev.labels[i]]}\npred: {classes[ev.predictions[i]]} "
                 f"({ev.probabilities[i].max():.2f})" for i in idx]
         sections.append(Section("Misclassified", figure_html(
@@ -260,7 +261,7 @@ def build_run_report(run, data, lab_index: int = 0, inspect_index: int = 0, comp
                             f"The study note's figure: filter {f_idx} on several test images (rows) "
                             "through the conv and pooling layers (columns).")
         cam = grad_cam(model, image, method="layercam")
-        body += figure_html(figures.explanation(image[0].numpy() / 255, saliency(model, image), cam.cam,
+        body += figure_html(figures.explanation(image.float().mean(0).numpy() / 255, saliency(model, image), cam.cam,
                                                 top, true_label=label,
                                                 layer_name=cam.layer, cam_name="LayerCAM"),
                             "Where the prediction comes from: gradient saliency, and LayerCAM (Grad-CAM with a "
@@ -292,7 +293,7 @@ def _shape(shape) -> str:
     return shape_text(tuple(shape))
 
 
-def write_run_report(run, out=None, data=None, data_dir=None):
+def write_run_report(run, out=None, data=None, data_dir=None, device="cpu"):
     """Write RUN/report.html (or `out`) atomically; returns its path."""
     from pathlib import Path
 
@@ -300,5 +301,5 @@ def write_run_report(run, out=None, data=None, data_dir=None):
     if data is None:
         data = run.dataset(data_dir)
     path = Path(out) if out else run.path / "report.html"
-    write_atomic(path, build_run_report(run, data).encode())
+    write_atomic(path, build_run_report(run, data, device=device).encode())
     return path

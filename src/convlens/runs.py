@@ -205,11 +205,24 @@ class Run:
     def classes(self) -> list[str]:
         return list(self.model_info["classes"])
 
+    @property
+    def image_rule(self) -> str:
+        """How a user's image is prepared for this model (images.prepare_image): "object" or "folder"."""
+        return self.model_info.get("image_rule", "object")
+
+    def data_options(self, dataset: str | None = None) -> dict:
+        """load_dataset's image-folder options that give `dataset` (default the run's) the size and
+        channels this model takes."""
+        if not (dataset or self.config.get("dataset", "fashion-mnist")).startswith("folder:"):
+            return {}
+        c, h, w = self.model_info["input_shape"]
+        return {"image_size": (h, w), "channels": c, "stream": bool(self.config.get("stream")) and not dataset}
+
     def dataset(self, data_dir: str | os.PathLike | None = None):
         """The run's dataset, all training images and the test split (for evaluating and inspecting)."""
         from .data import load_dataset
         return load_dataset(self.config.get("dataset", "fashion-mnist"), data_dir or self.config.get("data_dir"),
-                            val_split=0.0)
+                            val_split=0.0, **self.data_options())
 
     def load_model(self, device: str | torch.device = "cpu") -> ConvNet:
         """The trained network, in eval mode, on `device`."""

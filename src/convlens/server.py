@@ -39,6 +39,7 @@ from .jobs import JobError, Jobs
 from .models import PRESETS, ConvNet
 from .runs import Run, check_name, open_run
 from .summary import summarize
+from .train import pick_device
 
 WEB = Path(__file__).parent / "web"
 UPLOADS_KEPT = 32          # uploaded/drawn images kept for follow-up requests (hover arithmetic, the lab)
@@ -66,8 +67,8 @@ def _png(a: np.ndarray) -> bytes:
 class Explorer:
     """What the server keeps between requests: models, datasets, evaluations, uploads (all bounded)."""
 
-    def __init__(self, runs_dir: Path, data_dir: str | None):
-        self.runs_dir, self.data_dir = Path(runs_dir), data_dir
+    def __init__(self, runs_dir: Path, data_dir: str | None, device: torch.device = torch.device("cpu")):
+        self.runs_dir, self.data_dir, self.device = Path(runs_dir), data_dir, device
         self.lock = threading.Lock()
         self.models: OrderedDict[tuple, ConvNet] = OrderedDict()
         self.datasets: dict[tuple, Dataset] = {}
@@ -115,22 +116,24 @@ class Explorer:
             if key in self.models:
                 self.models.move_to_end(key)
                 return self.models[key]
-        model = run.load_model()
+        model = run.load_model(self.device)
         with self.lock:
             self.models[key] = model
             while len(self.models) > 8:
                 self.models.popitem(last=False)
         return model
 
-    def _dataset(self, name: str, data_dir: str | None) -> Dataset:
+    def _dataset(self, name: str, data_dir: str | None, options: dict | None = None) -> Dataset:
         """A dataset loaded once (all training images, the test split) and kept."""
+        key = (name, data_dir, tuple(sorted((options or {}).items())))
         with self.lock:
-            if (name, data_dir) not in self.datasets:
-                self.datasets[name, data_dir] = load_dataset(name, data_dir, val_split=0.0)
-            return self.datasets[name, data_dir]
+            if key not in self.datasets:
+                self.datasets[key] = load_dataset(name, data_dir, val_split=0.0, **(options or {}))
+            return self.datasets[key]
 
     def dataset(self, run: Run) -> Dataset:
-        return self._dataset(run.config.get("dataset", "fashion-mnist"), self.data_dir or run.config.get("data_dir"))
+        return self._dataset(run.config.get("dataset", "fashion-mnist"), self.data_dir or run.config.get("data_dir"),
+                             run.data_options())
 
     def fashion_mnist(self) -> Dataset:
         """The embedded default, for the convolution lab's sample images."""
@@ -174,7 +177,8 @@ class Explorer:
             data, name = self.upload(image_id)
             c, h, w = run.model_info["input_shape"]
             inv = {"auto": None, "yes": True, "no": False}[invert]
-            return torch.from_numpy(prepare_image(read_image(data, name), (h, w), c, inv)), name, None
+            return (torch.from_numpy(prepare_image(read_image(data, name), (h, w), c, inv, run.image_rule)),
+                    name, None)
         test = self.dataset(run)
         if not 0 <= index < len(test.test_y):
             raise HTTPException(400, f"index {index}: the test set has {len(test.test_y):,} images (0 to "
@@ -274,10 +278,11 @@ class ConvolveRequest(BaseModel):
     col: int | None = None
 
 
-def create_app(runs_dir: str | Path = "runs", data_dir: str | None = None) -> FastAPI:
-    """The explorer's app over `runs_dir`; `data_dir` for datasets that are not in the default places."""
-    ex = Explorer(Path(runs_dir), data_dir)
-    jobs = Jobs(Path(runs_dir), data_dir)
+def create_app(runs_dir: str | Path = "runs", data_dir: str | None = None, device: str = "cpu") -> FastAPI:
+    """The explorer's app over `runs_dir`; `data_dir` for datasets that are not in the default places;
+    `device` where its models run and its training jobs train (auto | cpu | cuda)."""
+    ex = Explorer(Path(runs_dir), data_dir, pick_device(device))
+    jobs = Jobs(Path(runs_dir), data_dir, device)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -473,8 +478,9 @@ def create_app(runs_dir: str | Path = "runs", data_dir: str | None = None) -> Fa
     return app
 
 
-def serve(runs_dir: str = "runs", host: str = "127.0.0.1", port: int = 8000, data_dir: str | None = None) -> None:
+def serve(runs_dir: str = "runs", host: str = "127.0.0.1", port: int = 8000, data_dir: str | None = None,
+          device: str = "auto") -> None:
     """Run the explorer with uvicorn until Ctrl-C."""
     import uvicorn
     torch.set_num_threads(1)     # many small requests at once: one thread each beats two fighting over 2 cores
-    uvicorn.run(create_app(runs_dir, data_dir), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(runs_dir, data_dir, device), host=host, port=port, log_level="warning")

@@ -32,9 +32,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import LATEST, PREVIOUS, Checkpoint, Progress, load_checkpoint, restore, save_checkpoint
 from .data import Dataset, load_dataset
+from .images import image_rule
 from .distributed import (SINGLE, Cluster, all_sum, any_rank, barrier, broadcast_name, from_env, join, leave,
                           lost)
 from .errors import ConvlensError, RunError
+from .folders import StreamedImages, batches_of, chunks_of, parse_image_size
 from .models import ConvNet, build_model, parse_spec, resolve
 from .runs import Run, new_run_dir, open_run, read_json, resolve_run, save_weights, write_atomic, write_json
 from .tblog import TensorBoardLog
@@ -75,6 +77,9 @@ class TrainConfig:
     model: str = "seed"               # preset name or spec string
     dataset: str = "fashion-mnist"
     data_dir: str | None = None       # folder with the dataset's files (else the lookup order)
+    image_size: str | None = None     # image folders: "64" or "48x64" (height×width); None: their most common size
+    channels: int | None = None       # image folders: 1 (grayscale) or 3 (RGB); None: 3 if any image has colour
+    stream: bool = False              # image folders: decode from disk every epoch even when they fit in memory
     recipe: str = "fast"              # key of RECIPES
     epochs: int = 5                   # passes over the training split
     batch_size: int | None = None     # images per step; None: the recipe's
@@ -102,9 +107,18 @@ class TrainConfig:
                        label_smoothing=r.label_smoothing if self.label_smoothing is None else self.label_smoothing,
                        val_split=r.val_split if self.val_split is None else self.val_split)
 
+    def load_data(self) -> Dataset:
+        """The dataset this config trains on, with its validation split."""
+        return load_dataset(self.dataset, self.data_dir, val_split=self.settings().val_split, seed=self.seed,
+                            image_size=parse_image_size(self.image_size), channels=self.channels,
+                            stream=self.stream)
+
     def check(self) -> None:
         """Reject impossible values before anything is loaded or written."""
         parse_spec(self.model)
+        parse_image_size(self.image_size)
+        if self.channels not in (None, 1, 3):
+            raise ConvlensError(f"--channels must be 1 or 3, got {self.channels}")
         if self.epochs < 1:
             raise ConvlensError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -119,10 +133,7 @@ class TrainConfig:
             raise ConvlensError(f"--early-stopping must be 0 (off) or a patience ≥ 1, got {self.early_stopping}")
         if self.early_stopping and self.settings().val_split == 0:
             raise ConvlensError("--early-stopping watches the validation loss: it needs --val-split > 0")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConvlensError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConvlensError("--device cuda: no CUDA GPU is available to PyTorch here")
+        pick_device(self.device)
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConvlensError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.checkpoint_every < 0:
@@ -137,8 +148,18 @@ class TrainConfig:
 # The engine: device, precision, threads, batches
 
 def pick_device(device: str = "auto") -> torch.device:
+    """auto: the GPU where PyTorch has one, else the CPU; cpu, cuda or cuda:N as asked, if it exists."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device != "cpu" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ConvlensError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConvlensError(f"--device {device}: no CUDA GPU is available to PyTorch here "
+                                f"(torch {torch.__version__})")
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConvlensError(f"--device {device}: PyTorch sees {torch.cuda.device_count()} GPU(s)")
     return torch.device(device)
 
 
@@ -188,9 +209,23 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
+# Normalisation statistics of a streamed image folder: from this many images, seeded (exact below it).
+STATS_SAMPLE = 10_000
+
 # Inference batch: 256 keeps a batch's 26×26×64 maps (22 MB in bf16) near the caches;
 # 1000 ran at ~11-15k images/s here, 200-256 at ~21-23k (benchmarks/RESULTS.md).
 EVAL_BATCH = 256
+# Larger images get smaller batches, so that the largest layer output of a batch stays near the
+# seed's at 28×28 (26×26×64 × 256 ≈ 11 M values); a 64×64 RGB seed model would otherwise hold
+# 250 MB per layer output while evaluating.
+EVAL_VALUES = 26 * 26 * 64 * EVAL_BATCH
+
+
+def eval_batch(model: nn.Module) -> int:
+    """Images per inference batch for `model`: EVAL_BATCH, fewer where its layer outputs are large."""
+    infos = getattr(getattr(model, "module", model), "infos", None)
+    largest = max((math.prod(l.out_shape) for l in infos), default=1) if infos else 1
+    return max(1, min(EVAL_BATCH, EVAL_VALUES // largest))
 
 Norm = tuple[torch.Tensor, torch.Tensor]   # per-channel (scale, shift): x = pixel * scale - shift
 
@@ -248,7 +283,7 @@ def fold_normalization(model: ConvNet, mean: torch.Tensor, std: torch.Tensor) ->
         layer.weight /= std_v[None, :]
 
 
-def predict_logits(model: nn.Module, x_u8: torch.Tensor, batch_size: int = EVAL_BATCH,
+def predict_logits(model: nn.Module, x_u8: torch.Tensor, batch_size: int | None = None,
                    precision: torch.dtype = torch.float32, norm: Norm | None = None,
                    tta: bool = False) -> torch.Tensor:
     """Float32 logits (N, classes) for uint8 images, in eval mode, without gradients.
@@ -256,12 +291,13 @@ def predict_logits(model: nn.Module, x_u8: torch.Tensor, batch_size: int = EVAL_
     tta: average the softmax of each image and its mirror image (returned as log-probabilities).
     """
     device = next(model.parameters()).device
+    batch_size = batch_size or eval_batch(model)
     was_training = model.training
     model.eval()
     outs = []
     with torch.inference_mode(), autocast(device, precision):
-        for i in range(0, len(x_u8), batch_size):
-            x = to_input(x_u8[i:i + batch_size], device, norm)
+        for batch in chunks_of(x_u8, batch_size):
+            x = to_input(batch, device, norm)
             if tta:
                 probs = (model(x).float().softmax(1) + model(x.flip(3)).float().softmax(1)) / 2
                 outs.append(probs.log())
@@ -363,10 +399,11 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
     if cluster.active:          # averages the gradients over the ranks in every backward
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     forward = torch.compile(forward) if compile else forward
-    x_train, y_train = data.train_x.to(device), data.train_y.to(device)
+    streamed = isinstance(data.train_x, StreamedImages)      # a large image folder: decoded as it goes
+    x_train, y_train = data.train_x if streamed else data.train_x.to(device), data.train_y.to(device)
     norm, stats = None, None
     if r.normalize and can_fold_normalization(model):
-        stats = channel_stats(data.train_x)
+        stats = channel_stats(data.train_x.sample(STATS_SAMPLE, seed) if streamed else data.train_x)
         norm = ((1 / (255 * stats[1])).view(1, -1, 1, 1).to(device),
                 (stats[0] / stats[1]).view(1, -1, 1, 1).to(device))
     n, bs = len(y_train), r.batch_size
@@ -411,10 +448,11 @@ def fit(model: ConvNet, data: Dataset, r: Recipe, epochs: int, seed: int = 0, ea
                     perm = torch.randperm(n, generator=gen).to(device)
                     loss_sum.zero_(), correct.zero_()
                 t0 = time.perf_counter()
-                for i in range(p.step_in_epoch * bs, n_used, bs):
+                order = [perm[i:i + bs][cluster.rank::cluster.world]     # (all of a batch in one process)
+                         for i in range(p.step_in_epoch * bs, n_used, bs)]
+                for idx, x_u8 in zip(order, batches_of(x_train, order)):
                     # 1. batch  2. forward  3. loss  4. backward + step  5. schedule  6. log
-                    idx = perm[i:i + bs][cluster.rank::cluster.world]     # (all of it in one process)
-                    x, y = to_input(x_train[idx], device, norm), y_train[idx]
+                    x, y = to_input(x_u8, device, norm), y_train[idx]
                     if r.flip:
                         mirror = (torch.rand(len(idx), generator=gen) < 0.5).to(device).view(-1, 1, 1, 1)
                         x = torch.where(mirror, x.flip(3), x)
@@ -554,7 +592,7 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None,
     config.check()
     r = config.settings()
     if data is None:
-        data = load_dataset(config.dataset, config.data_dir, val_split=r.val_split, seed=config.seed)
+        data = config.load_data()
     cluster = from_env()
     device, precision, threads = _setup(config, config.threads, cluster)
     random.seed(config.seed)
@@ -576,11 +614,14 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None,
                 **asdict(config), "spec": model.spec, "settings": asdict(r),
                 "resolved": {"device": str(device), "precision": str(precision).removeprefix("torch."),
                              "threads": threads, "processes": cluster.world, "train_images": len(data.train_y),
-                             "val_images": len(data.val_y), "test_images": len(data.test_y)},
+                             "val_images": len(data.val_y), "test_images": len(data.test_y),
+                             "streamed": isinstance(data.train_x, StreamedImages),
+                             "skipped_files": len(data.skipped)},
                 "versions": versions(), "command": sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             write_json(path / "model.json", {"spec": model.spec, "input_shape": list(model.input_shape),
                                              "classes": list(data.classes), "dataset": data.name,
-                                             "preprocessing": "uint8 pixels / 255, shape (N, C, H, W)"})
+                                             "preprocessing": "uint8 pixels / 255, shape (N, C, H, W)",
+                                             "image_rule": image_rule(data.name)})
         return _train_into(path, config, data, model, precision, None, on_start, on_epoch, on_step, cluster)
     except BaseException:
         if cluster.main and not (path / LATEST).exists() and not (path / PREVIOUS).exists():
@@ -612,9 +653,8 @@ def resume(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs", data: D
         threads = int(saved["resolved"]["threads"])   # the same threads: oneDNN's sums depend on them
     except (TypeError, KeyError, ValueError) as e:
         raise RunError(f"{path / 'config.json'}: malformed ({e})") from None
-    r = config.settings()
     if data is None:
-        data = load_dataset(config.dataset, config.data_dir, val_split=r.val_split, seed=config.seed)
+        data = config.load_data()
     cluster = from_env()
     device, precision, _ = _setup(config, threads, cluster)
     try:

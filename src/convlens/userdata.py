@@ -22,6 +22,7 @@ import torch
 from .errors import DataError
 
 CSV_TEST_SHARE = 0.2          # a single CSV file: this share, seeded, becomes the test set
+CSV_SPLIT_SEED = 0
 
 
 def _one(folder: Path, patterns: tuple[str, ...], what: str) -> Path:
@@ -103,15 +104,19 @@ def read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             torch.from_numpy(labels.astype(np.int64)))
 
 
-def load_csv(path: Path, seed: int = 0):
-    """(train_x, train_y, test_x, test_y, classes) from a folder with train and test CSVs, or one CSV."""
+def load_csv(path: Path):
+    """(train_x, train_y, test_x, test_y, classes) from a folder with train and test CSVs, or one CSV.
+
+    One CSV: a seeded fifth is the test set, the same for every run (not --seed's), so that
+    `evaluate` and runs with other seeds score the same images.
+    """
     if path.is_dir():
         train_x, train_y = read_csv(_one(path, ("*train*.csv",), "training CSV"))
         test_x, test_y = read_csv(_one(path, ("*test*.csv",), "test CSV"))
         folder = path
     else:
         x, y = read_csv(path)
-        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(CSV_SPLIT_SEED))
         n_test = round(len(y) * CSV_TEST_SHARE)
         test_idx, train_idx = perm[:n_test].sort().values, perm[n_test:].sort().values
         train_x, train_y, test_x, test_y = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
