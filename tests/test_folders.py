@@ -1,6 +1,7 @@
 """Image folders (--dataset folder:PATH): the listing, the split, the resize rule, skipped files,
 streaming from disk equal to memory, and the whole CLI path on real Fashion-MNIST images."""
 
+import io
 import json
 
 import numpy as np
@@ -209,3 +210,23 @@ def test_cli_trains_evaluates_predicts_and_reports_on_an_image_folder(tmp_path, 
     rc, out, err = run_cli("evaluate", "clothes", "--runs-dir", runs, "--dataset", f"folder:{mixed_folder}", "--json")
     assert rc == 0, err
     assert json.loads(out)["accuracy"] >= 0.85 and "skipped 3 of 243 files" in err
+
+
+def test_the_explorer_shows_a_colour_folder_run(tmp_path, train_folder):
+    from fastapi.testclient import TestClient
+    from convlens.server import create_app
+    run = train(TrainConfig(dataset=f"folder:{train_folder}", epochs=1, runs_dir=str(tmp_path), name="rgb"))
+    client = TestClient(create_app(tmp_path))
+    png = client.get("/api/runs/rgb/test/3.png")
+    assert png.status_code == 200
+    assert Image.open(io.BytesIO(png.content)).mode == "RGB"                  # drawn in colour, not channel 0
+    inspect = client.get("/api/runs/rgb/inspect", params={"index": 3}).json()
+    assert np.asarray(inspect["input"]).shape == (3, 28, 28)
+    evaluation = client.get("/api/runs/rgb/evaluation").json()
+    assert evaluation["accuracy"] == pytest.approx(run.results["test_accuracy"])
+    # An upload of another size is prepared by the folder rule, as `predict` does it.
+    buf = io.BytesIO()
+    Image.open(sorted((train_folder / "bag").glob("*.jpg"))[0]).save(buf, "PNG")
+    upload = client.post("/api/upload", files={"file": ("bag.png", buf.getvalue(), "image/png")}).json()
+    top = client.get("/api/runs/rgb/predict", params={"image_id": upload["image_id"]}).json()["top"]
+    assert {t["class"] for t in top} == {"bag", "trouser", "tshirt"}
