@@ -91,6 +91,18 @@ def test_the_test_split_is_seeded_and_the_same_for_every_run_seed(mixed_folder):
     assert not torch.equal(a.val_x, b.val_x)                                 # --seed moves validation only
 
 
+def test_one_class_growing_leaves_the_other_classes_split_alone(tmp_path, real_data):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for j in range(20):
+            Image.fromarray(real_data.test_x[j + (100 if name == "b" else 0), 0].numpy()).save(tmp_path / name / f"{j}.png")
+    before = load_dataset(f"folder:{tmp_path}", val_split=0.0)
+    Image.fromarray(real_data.test_x[999, 0].numpy()).save(tmp_path / "a" / "new.png")
+    after = load_dataset(f"folder:{tmp_path}", val_split=0.0)
+    b_before, b_after = before.test_x[before.test_y == 1], after.test_x[after.test_y == 1]
+    assert len(b_before) == 4 and torch.equal(b_before, b_after)
+
+
 def test_image_size_and_channels_follow_the_documented_rule(mixed_folder):
     data = load_dataset(f"folder:{mixed_folder}", val_split=0.0, image_size=(32, 48), channels=1)
     assert data.input_shape == (1, 32, 48)

@@ -44,6 +44,7 @@ TEST_SHARE = 0.2                 # no train/ and test/ sub-folders: this share o
 SPLIT_SEED = 0                   # the test split does not change with --seed: every run is scored on the same images
 IN_MEMORY_BYTES = 1 << 30        # decoded uint8 images up to 1 GiB are held in memory; more stream from disk
 STREAM_BATCH = 256               # images a worker decodes per task
+SUFFIX_LIST = " ".join(sorted(IMAGE_SUFFIXES))
 COLOUR_MODES = {"RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 
 
@@ -101,7 +102,7 @@ def _files(class_dir: Path, label: int, skipped: list) -> list[tuple[str, int]]:
             if Path(name).suffix.lower() in IMAGE_SUFFIXES:
                 out.append((path, label))
             else:
-                skipped.append((path, "not an image file by its name"))
+                skipped.append((path, f"not an image file by its name ({SUFFIX_LIST})"))
     return out
 
 
@@ -126,16 +127,16 @@ def list_folder(root: Path) -> Listing:
             test += _files(d, classes.index(d.name), skipped)
     else:
         train, test = [], []
-        rng = random.Random(SPLIT_SEED)
         for i, d in enumerate(class_dirs):
             files = _files(d, i, skipped)
-            rng.shuffle(files)
+            # Seeded per class by its name: adding images to one class leaves the others' splits as they were.
+            random.Random(f"{SPLIT_SEED}:{d.name}").shuffle(files)
             n_test = round(len(files) * TEST_SHARE)
             test += files[:n_test]
             train += files[n_test:]
         train.sort(), test.sort()
     if not train:
-        raise DataError(f"folder:{top}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in the class folders")
+        raise DataError(f"folder:{top}: no image files ({SUFFIX_LIST}) in the class folders")
     return Listing(root, classes, train, test, skipped)
 
 
