@@ -37,16 +37,20 @@ def save_mixed(img: Image.Image, path_stem, j: int) -> None:
         img.save(f"{path_stem}.png")
 
 
+def class_folders(root, images, labels, per_class: int):
+    """The first `per_class` images of each FMNIST class, saved by save_mixed into root/CLASS/."""
+    for name, label in FMNIST.items():
+        (root / name).mkdir()
+        for j, i in enumerate((labels == label).nonzero()[:per_class, 0].tolist()):
+            save_mixed(Image.fromarray(images[i, 0].numpy()), root / name / f"{j:03d}", j)
+    return root
+
+
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory, real_data):
     """240 real test images of 3 classes as files of mixed sizes, modes and formats, plus a truncated
     PNG, a PNG of garbage, a text file and a hidden file."""
-    root = tmp_path_factory.mktemp("folder")
-    for name, label in FMNIST.items():
-        (root / name).mkdir()
-        idx = (real_data.test_y == label).nonzero()[:80, 0].tolist()
-        for j, i in enumerate(idx):
-            save_mixed(Image.fromarray(real_data.test_x[i, 0].numpy()), root / name / f"{j:03d}", j)
+    root = class_folders(tmp_path_factory.mktemp("folder"), real_data.test_x, real_data.test_y, 80)
     whole = (root / "bag" / "000.png").read_bytes()
     (root / "bag" / "broken.png").write_bytes(whole[:len(whole) // 2])      # a truncated real PNG
     (root / "bag" / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
@@ -59,12 +63,7 @@ def mixed_folder(tmp_path_factory, real_data):
 def train_folder(tmp_path_factory, real_data):
     """600 real training images of 3 classes, enough to learn them, as files of mixed sizes, modes and
     formats, and one corrupt file."""
-    root = tmp_path_factory.mktemp("trainfolder")
-    for name, label in FMNIST.items():
-        (root / name).mkdir()
-        idx = (real_data.train_y == label).nonzero()[:200, 0].tolist()
-        for j, i in enumerate(idx):
-            save_mixed(Image.fromarray(real_data.train_x[i, 0].numpy()), root / name / f"{j:03d}", j)
+    root = class_folders(tmp_path_factory.mktemp("trainfolder"), real_data.train_x, real_data.train_y, 200)
     (root / "trouser" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
     return root
 

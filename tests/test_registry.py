@@ -169,13 +169,19 @@ def test_downloads_verifies_and_loads(mirror, monkeypatch, name):
     assert len(mirror.requests) == 4
 
 
-@pytest.mark.parametrize("name", ["mnist", "kmnist"])
-def test_a_wrong_file_is_refused_and_nothing_is_cached(mirror, monkeypatch, name):
+def serve_small_copy(mirror, monkeypatch, name):
+    """Serve 10-image copies of the dataset's four files, registered with their checksums:
+    (registry entry, file bodies by role, the training images' URL path)."""
     arrays = make_arrays(10)
     bodies = {role: gzip.compress(idx_bytes(arrays[role])) for role in ROLES}
     info = substitute(monkeypatch, name, bodies)
     mirror.files = {"/" + info.files[role].name: bodies[role] for role in ROLES}
-    first = "/" + info.files["train_images"].name
+    return info, bodies, "/" + info.files["train_images"].name
+
+
+@pytest.mark.parametrize("name", ["mnist", "kmnist"])
+def test_a_wrong_file_is_refused_and_nothing_is_cached(mirror, monkeypatch, name):
+    info, bodies, first = serve_small_copy(mirror, monkeypatch, name)
     mirror.files[first] = bodies["train_images"][:-1] + b"x"        # same size, other bytes
     with pytest.raises(DataError, match="SHA-256 mismatch") as e:
         data.load_dataset(name)
@@ -185,11 +191,7 @@ def test_a_wrong_file_is_refused_and_nothing_is_cached(mirror, monkeypatch, name
 
 @pytest.mark.parametrize("name", ["mnist", "kmnist"])
 def test_a_truncated_or_oversized_download_is_refused(mirror, monkeypatch, name):
-    arrays = make_arrays(10)
-    bodies = {role: gzip.compress(idx_bytes(arrays[role])) for role in ROLES}
-    info = substitute(monkeypatch, name, bodies)
-    mirror.files = {"/" + info.files[role].name: bodies[role] for role in ROLES}
-    first = "/" + info.files["train_images"].name
+    info, bodies, first = serve_small_copy(mirror, monkeypatch, name)
     mirror.truncated = {first}
     with pytest.raises(DataError, match="download failed|SHA-256 mismatch"):
         data.load_dataset(name)
