@@ -5,6 +5,7 @@ Speed notes (2-core AMD EPYC, AVX-512 bf16, no AMX; see benchmarks/PROFILE.md):
   and channels_last lets oneDNN skip layout reorders around every convolution.
 - The dataset lives in memory as uint8 (47 MB for Fashion-MNIST) and is scaled to
   [0, 1] one batch at a time: no DataLoader, no worker processes, no per-item Python.
+  Only an image folder too large for memory streams, through DataLoader workers (folders.py).
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import LATEST, PREVIOUS, Checkpoint, Progress, load_checkpoint, restore, save_checkpoint
 from .data import Dataset, load_dataset
-from .images import image_rule
 from .distributed import (SINGLE, Cluster, all_sum, any_rank, barrier, broadcast_name, from_env, join, leave,
                           lost)
 from .errors import ConvlensError, RunError
 from .folders import StreamedImages, batches_of, chunks_of, parse_image_size
+from .images import image_rule
 from .models import ConvNet, build_model, parse_spec, resolve
 from .runs import Run, new_run_dir, open_run, read_json, resolve_run, save_weights, write_atomic, write_json
 from .tblog import TensorBoardLog
