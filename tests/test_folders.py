@@ -241,3 +241,25 @@ def test_the_explorer_shows_a_colour_folder_run(tmp_path, train_folder):
     upload = client.post("/api/upload", files={"file": ("bag.png", buf.getvalue(), "image/png")}).json()
     top = client.get("/api/runs/rgb/predict", params={"image_id": upload["image_id"]}).json()["top"]
     assert {t["class"] for t in top} == {"bag", "trouser", "tshirt"}
+
+
+def test_a_folder_run_reads_back_the_files_it_recorded(tmp_path, train_folder):
+    """files.json lists what was read; evaluate & co. stream those files instead of listing the folder again."""
+    from convlens.errors import RunError
+    run = train(TrainConfig(dataset=f"folder:{train_folder}", epochs=1, runs_dir=str(tmp_path), name="listed"))
+    listed = json.loads((run.path / "files.json").read_text())
+    assert len(listed["train"]) + len(listed["test"]) == 600                   # all but the corrupt file
+    assert all(not p.startswith("/") for p, _ in listed["train"] + listed["test"])
+    again = open_run(run.path).dataset()
+    fresh = load_dataset(f"folder:{train_folder}", val_split=0.0)
+    assert isinstance(again.test_x, StreamedImages) and again.input_shape == fresh.input_shape
+    assert torch.equal(again.test_x[0:len(fresh.test_y)], fresh.test_x) and torch.equal(again.test_y, fresh.test_y)
+
+    listed["test"][0][0] = "../../etc/passwd.png"                               # a run handed over, tampered
+    (run.path / "files.json").write_text(json.dumps(listed))
+    with pytest.raises(RunError, match="is not a file inside"):
+        open_run(run.path).dataset()
+    listed["test"][0] = ["bag/000.png", 7]
+    (run.path / "files.json").write_text(json.dumps(listed))
+    with pytest.raises(RunError, match="label 7 is not one of the 3 classes"):
+        open_run(run.path).dataset()

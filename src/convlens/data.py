@@ -361,6 +361,7 @@ class Dataset:
     test_x: torch.Tensor
     test_y: torch.Tensor
     skipped: tuple[tuple[str, str], ...] = ()     # image folders: (file, why) of each file left out
+    files: dict | None = None                     # image folders: the files kept (folders.load_folder)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -398,7 +399,7 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
     kind, sep, where = name.partition(":")
     if (image_size or channels or stream) and kind != "folder":
         raise DataError("--image-size, --channels and --stream apply to image folders (--dataset folder:PATH)")
-    skipped: tuple = ()
+    skipped, files = (), None
     if sep:
         from .folders import load_folder, take
         from .userdata import load_csv, load_idx_dir
@@ -407,7 +408,8 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
                             f"idx:FOLDER, csv:PATH or folder:PATH")
         path = Path(where).expanduser()
         if kind == "folder":
-            train_x, train_y, test_x, test_y, classes, skipped = load_folder(path, image_size, channels, stream)
+            train_x, train_y, test_x, test_y, classes, skipped, files = load_folder(path, image_size, channels,
+                                                                                   stream)
         else:
             train_x, train_y, test_x, test_y, classes = load_idx_dir(path) if kind == "idx" else load_csv(path)
     else:
@@ -425,7 +427,7 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
             raise DataError(f"{name} {what} labels outside 0..{len(classes) - 1}")
     train_idx, val_idx = split_train_val(len(train_y), val_split, seed)
     return Dataset(name, classes, take(train_x, train_idx), train_y[train_idx], take(train_x, val_idx),
-                   train_y[val_idx], test_x, test_y, tuple(skipped))
+                   train_y[val_idx], test_x, test_y, tuple(skipped), files)
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike | None = None, val_split: float = 0.1,

@@ -292,8 +292,9 @@ def _report_skipped(root: Path, skipped: list[tuple[str, str]], total: int) -> N
 
 def load_folder(root: Path, image_size: tuple[int, int] | None = None, channels: int | None = None,
                 stream: bool = False):
-    """(train_x, train_y, test_x, test_y, classes, skipped) of an image folder; x uint8 (N, C, H, W)
-    tensors, or StreamedImages when the decoded images would pass IN_MEMORY_BYTES or stream is set.
+    """(train_x, train_y, test_x, test_y, classes, skipped, files) of an image folder; x uint8 (N, C, H, W)
+    tensors, or StreamedImages when the decoded images would pass IN_MEMORY_BYTES or stream is set;
+    files: {"train": [[path relative to root, label], …], "test": […]} of the images kept.
 
     Every file is decoded once while loading (a truncated file shows only then): with
     --image-size and --channels given and the images fitting in memory, that one pass is
@@ -342,4 +343,26 @@ def load_folder(root: Path, image_size: tuple[int, int] | None = None, channels:
         train_x, test_x = images.subset(range(n_train)), images.subset(range(n_train, len(labels)))
     else:
         train_x, test_x = images[:n_train], images[n_train:]
-    return train_x, labels[:n_train], test_x, labels[n_train:], listing.classes, skipped
+    kept = [[os.path.relpath(p, root), y] for (p, y), k in zip(everything, keep) if k]
+    files = {"train": kept[:n_train], "test": kept[n_train:]}
+    return train_x, labels[:n_train], test_x, labels[n_train:], listing.classes, skipped, files
+
+
+def from_files(root: Path, files: dict, size: tuple[int, int], channels: int, num_classes: int):
+    """(train_x, train_y, test_x, test_y) of the images a run was trained and tested on, as recorded in
+    its files.json: streamed, so nothing is decoded until asked for, and nothing is listed again.
+    Every entry must name a file inside root and a known class (the list may come with a run from elsewhere)."""
+    out = []
+    for part in ("train", "test"):
+        try:
+            entries = [(str(rel), int(y)) for rel, y in files[part]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"malformed list of files ({type(e).__name__}: {e})") from None
+        for rel, y in entries:
+            if os.path.isabs(rel) or ".." in Path(rel).parts:
+                raise DataError(f"{rel!r} is not a file inside {root}")
+            if not 0 <= y < num_classes:
+                raise DataError(f"{rel}: label {y} is not one of the {num_classes} classes")
+        out += [StreamedImages([str(root / rel) for rel, _ in entries], size, channels),
+                torch.tensor([y for _, y in entries], dtype=torch.int64)]
+    return tuple(out)

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import RunError, SpecError
+from .errors import DataError, RunError, SpecError
 from .models import ConvNet, build_model
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -219,8 +219,23 @@ class Run:
         return {"image_size": (h, w), "channels": c, "stream": bool(self.config.get("stream")) and not dataset}
 
     def dataset(self, data_dir: str | os.PathLike | None = None):
-        """The run's dataset, all training images and the test split (for evaluating and inspecting)."""
-        from .data import load_dataset
+        """The run's dataset, all training images and the test split (for evaluating and inspecting).
+
+        An image folder's run reads the files its files.json lists, streamed: nothing is listed or
+        decoded again until an image is asked for (a 100,000-image folder takes a minute to list).
+        """
+        from .data import Dataset, load_dataset
+        name, listed = self.config.get("dataset", "fashion-mnist"), self.path / "files.json"
+        if name.startswith("folder:") and listed.is_file():
+            from .folders import from_files
+            c, h, w = self.model_info["input_shape"]
+            try:
+                train_x, train_y, test_x, test_y = from_files(Path(name.removeprefix("folder:")).expanduser(),
+                                                              read_json(listed), (h, w), c, len(self.classes))
+            except DataError as e:
+                raise RunError(f"{listed}: {e}") from None
+            return Dataset(name, tuple(self.classes), train_x, train_y, train_x.subset([]), train_y[:0],
+                           test_x, test_y)
         return load_dataset(self.config.get("dataset", "fashion-mnist"), data_dir or self.config.get("data_dir"),
                             val_split=0.0, **self.data_options())
 

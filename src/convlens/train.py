@@ -623,6 +623,8 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None,
                                              "classes": list(data.classes), "dataset": data.name,
                                              "preprocessing": "uint8 pixels / 255, shape (N, C, H, W)",
                                              "image_rule": image_rule(data.name)})
+            if data.files is not None:       # an image folder: which files were read, for evaluate & co.
+                write_json(path / "files.json", data.files)
         return _train_into(path, config, data, model, precision, None, on_start, on_epoch, on_step, cluster)
     except BaseException:
         if cluster.main and not (path / LATEST).exists() and not (path / PREVIOUS).exists():
