@@ -132,8 +132,14 @@ class Explorer:
             return self.datasets[key]
 
     def dataset(self, run: Run) -> Dataset:
-        return self._dataset(run.config.get("dataset", "fashion-mnist"), self.data_dir or run.config.get("data_dir"),
-                             run.data_options())
+        name = run.config.get("dataset", "fashion-mnist")
+        if name.startswith("folder:"):       # the files the run read (its files.json), kept per run
+            key = ("files of", str(run.path))
+            with self.lock:
+                if key not in self.datasets:
+                    self.datasets[key] = run.dataset()
+                return self.datasets[key]
+        return self._dataset(name, self.data_dir or run.config.get("data_dir"), run.data_options())
 
     def fashion_mnist(self) -> Dataset:
         """The embedded default, for the convolution lab's sample images."""
