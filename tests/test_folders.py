@@ -263,3 +263,16 @@ def test_a_folder_run_reads_back_the_files_it_recorded(tmp_path, train_folder):
     (run.path / "files.json").write_text(json.dumps(listed))
     with pytest.raises(RunError, match="label 7 is not one of the 3 classes"):
         open_run(run.path).dataset()
+
+
+def test_cli_data_shows_a_folder_class_by_class(mixed_folder):
+    rc, out, err = run_cli("data", "--dataset", f"folder:{mixed_folder}")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert "3 classes, images 28×28×3" in lines[0] and "held in memory" in lines[0]
+    assert "192 training and 48 test images; 3 files skipped" in lines[1]
+    assert [line.split() for line in lines[3:]] == [["bag", "64", "16"], ["trouser", "64", "16"], ["tshirt", "64", "16"]]
+    assert "bag/broken.png" in err
+    rc, out, err = run_cli("data", "verify", "--dataset", f"folder:{mixed_folder}")
+    assert rc == 2 and err.strip().splitlines() == [
+        "convlens: error: data verify: your own data has no recorded checksums to verify; `convlens data` shows it"]

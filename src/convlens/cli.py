@@ -231,8 +231,35 @@ def cmd_predict(args) -> None:
         _say(f"{p.source}: " + ", ".join(f"{c} {prob:.1%}" for c, prob in p.top))
 
 
+def _describe_own_data(args) -> None:
+    """`convlens data --dataset folder:…|idx:…|csv:…`: what training would see, class by class."""
+    import torch
+    from .data import load_dataset
+    from .folders import StreamedImages, parse_image_size
+    if args.action != "show":
+        raise ConvlensError(f"data {args.action}: your own data has no recorded checksums to "
+                            f"{'verify' if args.action == 'verify' else 'fetch by'}; `convlens data` shows it")
+    data = load_dataset(args.dataset, val_split=0.0, image_size=parse_image_size(args.image_size),
+                        channels=args.channels)
+    c, h, w = data.input_shape
+    held = "streamed from disk" if isinstance(data.train_x, StreamedImages) else "held in memory"
+    _say(f"{args.dataset}: {data.num_classes} classes, images {h}×{w}×{c} (height × width × channels), {held}",
+         f"  {len(data.train_y):,} training and {len(data.test_y):,} test images"
+         + (f"; {len(data.skipped):,} files skipped (listed above)" if data.skipped else ""))
+    train_n = torch.bincount(data.train_y, minlength=data.num_classes).tolist()
+    test_n = torch.bincount(data.test_y, minlength=data.num_classes).tolist()
+    width = max(len("class"), *(len(name) for name in data.classes))
+    _say(f"  {'class':{width}}  {'train':>8}  {'test':>7}")
+    for name, a, b in zip(data.classes, train_n, test_n):
+        _say(f"  {name:{width}}  {a:>8,}  {b:>7,}")
+
+
 def cmd_data(args) -> None:
     from .data import dataset_info, fetch, locate, verify
+    if ":" in args.dataset:
+        return _describe_own_data(args)
+    if args.image_size or args.channels:
+        raise ConvlensError("--image-size and --channels apply to image folders (--dataset folder:PATH)")
     info = dataset_info(args.dataset)
     if args.action == "verify":
         rows = verify(info, args.data_dir)
@@ -619,9 +646,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data-dir", default=None, help="folder with the dataset files")
     sp.add_argument("--out", default=None, help="JSON path (default benchmarks/results/bench-DATE.json)")
 
-    sp = verb("data", cmd_data, "where each dataset file is; verify checksums; fetch")
+    sp = verb("data", cmd_data, "where each dataset file is; verify checksums; fetch; "
+              "or what your own data holds, class by class")
     sp.add_argument("action", nargs="?", choices=["show", "verify", "fetch"], default="show")
     data_args(sp)
+    sp.add_argument("--image-size", default=None, metavar="S|HxW", help="image folders: as for train")
+    sp.add_argument("--channels", type=int, default=None, choices=(1, 3), help="image folders: as for train")
     return p
 
 
