@@ -155,7 +155,7 @@ class FolderFiles(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         try:
             img = read_image(self.paths[i])
-            if self.size is None:       # the header pass: size and colour only
+            if self.size is None:       # the listing pass: decoded (read_image loads it), size and colour kept
                 return i, (img.height, img.width, img.mode in COLOUR_MODES), ""
             return i, torch.from_numpy(stretch_image(img, self.size, self.channels)), ""
         except ImageError as e:
@@ -180,7 +180,8 @@ def _decode(files: FolderFiles, order: Sequence[Sequence[int]] | None = None) ->
 
 
 def _header_pass(paths: list[str]) -> list[tuple[int, tuple | None, str]]:
-    """(i, (height, width, colour) or None, error) per file: the cheap look before decoding."""
+    """(i, (height, width, colour) or None, error) per file: each decoded once, in the workers, to find
+    the files that do not read (a truncated image shows only when decoded) and the defaults."""
     out = []
     for batch in _decode(FolderFiles(paths, None, None)):
         out += batch
