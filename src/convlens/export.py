@@ -16,7 +16,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 
 from . import __version__
 from .errors import ConvlensError
-from .runs import Run, write_json
+from .runs import Run, write_atomic, write_json
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript"}
 ONNX_OPSET = 18
@@ -47,10 +46,10 @@ _CONVENTIONS = {
     "folder": "photos as they are, like the training images of {dataset}; grayscale is ITU-R 601 luma"}
 
 
-def preprocessing(run: Run, fmt: str, model_file: Path) -> dict:
+def preprocessing(run: Run, fmt: str, model_file: Path, model_bytes: bytes) -> dict:
     c, h, w = run.model_info["input_shape"]
     return {
-        "format": fmt, "file": model_file.name, "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(),
+        "format": fmt, "file": model_file.name, "sha256": hashlib.sha256(model_bytes).hexdigest(),
         "input": {"name": "pixels", "dtype": "float32", "shape": ["batch", c, h, w], "layout": "NCHW",
                   "channels": c, "height": h, "width": w,
                   "scale": "uint8 pixel / 255, so values lie in [0, 1]; no mean or std to subtract "
@@ -62,18 +61,6 @@ def preprocessing(run: Run, fmt: str, model_file: Path) -> dict:
                    "meaning": "unnormalised scores; softmax over the last axis gives class probabilities"},
         "classes": run.classes, "spec": run.model_info["spec"], "run": run.name,
         "exported_by": f"convlens {__version__}, torch {torch.__version__}"}
-
-
-def _write_via_temp(path: Path, write) -> None:
-    """Let `write(tmp_path)` produce the file, then move it into place (no half-written model)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def export_run(run: Run, fmt: str = "onnx", out_dir: str | os.PathLike | None = None) -> Path:
@@ -96,7 +83,7 @@ def export_run(run: Run, fmt: str = "onnx", out_dir: str | os.PathLike | None = 
             raise ConvlensError("ONNX export needs the onnx and onnxscript packages: "
                                 "pip install 'convlens[export]'") from None
 
-        def write(tmp):
+        def write(f):
             # The exporter narrates every pass on stdout and warns about torchvision ops this model
             # does not use; the command says what matters itself.
             onnx_log = logging.getLogger("torch.onnx")
@@ -105,20 +92,22 @@ def export_run(run: Run, fmt: str = "onnx", out_dir: str | os.PathLike | None = 
             try:
                 with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
                     warnings.simplefilter("ignore", FutureWarning)
-                    torch.onnx.export(model, (example,), tmp, input_names=["pixels"], output_names=["logits"],
+                    torch.onnx.export(model, (example,), f, input_names=["pixels"], output_names=["logits"],
                                       dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
                                       opset_version=ONNX_OPSET, dynamo=True, external_data=False, verbose=False)
             finally:
                 onnx_log.setLevel(level)
     else:
-        def write(tmp):
+        def write(f):
             # PyTorch 2.13 marks TorchScript deprecated in favour of torch.export; it still runs
             # everywhere libtorch does (C++, mobile), which is why people ask for it.
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                torch.jit.save(torch.jit.trace(model, example), tmp)
-    _write_via_temp(path, write)
-    write_json(out / "preprocessing.json", preprocessing(run, fmt, path))
+                torch.jit.save(torch.jit.trace(model, example), f)
+    buf = io.BytesIO()         # both exporters write to a buffer; the file then lands whole (write_atomic)
+    write(buf)
+    write_atomic(path, buf.getvalue())
+    write_json(out / "preprocessing.json", preprocessing(run, fmt, path, buf.getvalue()))
     return path
 
 
