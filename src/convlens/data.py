@@ -396,13 +396,13 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
     """Load a dataset with a seeded validation split: a registered one (finding or fetching its files)
     or your own, `idx:DIR` or `csv:PATH` (userdata.py) or `folder:DIR` (folders.py; image_size,
     channels and stream apply to folders only)."""
+    from .folders import load_folder, take
+    from .userdata import load_csv, load_idx_dir
     kind, sep, where = name.partition(":")
     if (image_size or channels or stream) and kind != "folder":
         raise DataError("--image-size, --channels and --stream apply to image folders (--dataset folder:PATH)")
     skipped, files = (), None
     if sep:
-        from .folders import load_folder, take
-        from .userdata import load_csv, load_idx_dir
         if kind not in ("idx", "csv", "folder") or not where:
             raise DataError(f"dataset {name!r}: use a registered name ({', '.join(DATASETS)}), "
                             f"idx:FOLDER, csv:PATH or folder:PATH")
@@ -413,7 +413,6 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
         else:
             train_x, train_y, test_x, test_y, classes = load_idx_dir(path) if kind == "idx" else load_csv(path)
     else:
-        from .folders import take
         info = dataset_info(name)
         paths = {loc.role: loc.path for loc in fetch(info, data_dir)}
         arrays = {role: read_idx(path) for role, path in paths.items()}

@@ -214,11 +214,14 @@ class StreamedImages:
         return StreamedImages([self.paths[int(i)] for i in index], self.size, self.channels)
 
     def _one(self, i: int) -> torch.Tensor:
-        path = self.paths[i]
-        try:
-            return torch.from_numpy(stretch_image(read_image(path), self.size, self.channels))
-        except ImageError as e:
-            raise DataError(f"{e} (it was readable when the folder was listed)") from None
+        return self._checked([FolderFiles(self.paths, self.size, self.channels)[i]])[0]
+
+    def _checked(self, batch: list) -> list[torch.Tensor]:
+        """The images of a decoded batch of (i, image or None, error); DataError naming the first unread file."""
+        bad = next(((i, err) for i, x, err in batch if x is None), None)
+        if bad:
+            raise DataError(f"{self.paths[bad[0]]}: {bad[1]} (it was readable when the folder was listed)")
+        return [x for _, x, _ in batch]
 
     def __getitem__(self, key) -> torch.Tensor:
         rest = ()
@@ -239,10 +242,7 @@ class StreamedImages:
         """uint8 (B, C, H, W) for each index list in `order`, decoded by worker processes."""
         files = FolderFiles(self.paths, self.size, self.channels)
         for batch in _decode(files, order):
-            bad = next(((i, err) for i, x, err in batch if x is None), None)
-            if bad:
-                raise DataError(f"{self.paths[bad[0]]}: {bad[1]} (it was readable when the folder was listed)")
-            yield torch.stack([x for _, x, _ in batch])
+            yield torch.stack(self._checked(batch))
 
     def chunks(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Every image in order, `batch_size` at a time."""
