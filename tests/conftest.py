@@ -71,3 +71,24 @@ def real_seed_run(tmp_path_factory, real_data):
     from convlens import TrainConfig, train
     runs = tmp_path_factory.mktemp("real-runs")
     return train(TrainConfig(model="seed", epochs=2, runs_dir=str(runs), name="seed2"), data=real_data)
+
+
+def damaged_safetensors(data, original: bytes) -> bytes:
+    """A hypothesis-drawn damage of a safetensors file's bytes: random bytes, flipped bytes anywhere,
+    a cut file, or a mutation inside the JSON header (the part a parser trusts most)."""
+    from hypothesis import strategies as st
+    buf = bytearray(original)
+    header_len = int.from_bytes(buf[:8], "little")
+    how = data.draw(st.sampled_from(["random", "flip", "cut", "header"]))
+    if how == "random":
+        return data.draw(st.binary(max_size=256))
+    if how == "flip":
+        for _ in range(data.draw(st.integers(1, 8))):
+            buf[data.draw(st.integers(0, len(buf) - 1))] ^= data.draw(st.integers(1, 255))
+    elif how == "cut":
+        buf = buf[: data.draw(st.integers(0, len(buf) - 1))]
+    else:
+        for _ in range(data.draw(st.integers(1, 6))):
+            pos = data.draw(st.integers(8, 8 + header_len - 1))
+            buf[pos] = data.draw(st.sampled_from(b'{}[]":,0123456789-e.tfn ')) if data.draw(st.booleans()) else 0xFF
+    return bytes(buf)

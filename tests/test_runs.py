@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
+from conftest import damaged_safetensors
 from convlens import build_model
 from convlens.errors import RunError
 from convlens.runs import check_name, load_weights, open_run, save_weights, write_atomic
@@ -103,19 +104,8 @@ def weights_bytes(tmp_path_factory) -> bytes:
 @given(st.data())
 def test_fuzzed_weights_raise_only_run_error(tmp_path, weights_bytes, data):
     """Random bytes, flips anywhere or in the JSON header, cut files: loaded or RunError, nothing else."""
-    buf = bytearray(weights_bytes)
-    header_len = int.from_bytes(buf[:8], "little")
-    how = data.draw(st.sampled_from(["random", "flip", "header", "cut"]))
-    if how == "random":
-        buf = bytearray(data.draw(st.binary(max_size=200)))
-    elif how in ("flip", "header"):
-        lo, hi = (0, len(buf) - 1) if how == "flip" else (8, 8 + header_len - 1)
-        for _ in range(data.draw(st.integers(1, 6))):
-            buf[data.draw(st.integers(lo, hi))] = data.draw(st.integers(0, 255))
-    else:
-        buf = buf[: data.draw(st.integers(0, len(buf) - 1))]
     f = tmp_path / "model.safetensors"
-    f.write_bytes(bytes(buf))
+    f.write_bytes(damaged_safetensors(data, weights_bytes))
     try:
         load_weights(f, build_model("conv4-pool-flatten-dense10"))
     except RunError:
