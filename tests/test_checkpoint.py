@@ -1,6 +1,7 @@
 """Checkpoints and resume: killed runs lose nothing, resumed runs equal uninterrupted ones bit for bit."""
 
 import json
+import math
 import os
 import pickle
 import random
@@ -246,8 +247,16 @@ def test_write_failures_keep_the_previous_checkpoint(tmp_path, monkeypatch, fail
 
 # ---------------------------------------------------------------------------
 # The kill test: SIGKILL at random moments, 20 times, then resume to the end
+#
+# Driven by what the run has done, never by the clock: each process is killed a few checkpoint writes
+# after its first one, so a kill costs the run a handful of steps on any CPU. 2,700 training images
+# in batches of 8 are 338 steps an epoch, 1,352 in all, with a checkpoint every 2 steps: 20 kills spend
+# ~10 steps each, far from the end however fast the machine (on a 2-core AVX-512 EPYC the earlier
+# version, killed after up to 0.25 s, ran out of its 172 steps before the 20th kill).
 
 KILLS = 20
+KILL_MODEL = "conv16-pool-conv16-pool-flatten-dense32-dense10"
+KILL_EPOCHS, KILL_BATCH, KILL_EVERY = 4, 8, 2
 
 
 def _train_cmd(data_dir: Path, runs: Path, name: str, resume_run: bool) -> list[str]:
@@ -255,12 +264,31 @@ def _train_cmd(data_dir: Path, runs: Path, name: str, resume_run: bool) -> list[
             "--no-report"]
     if resume_run:
         return base + ["--resume", name]
-    return base + ["--model", "conv16-pool-conv16-pool-flatten-dense32-dense10", "--epochs", "4",
-                   "--checkpoint-every", "2", "--deterministic", "--name", name]
+    return base + ["--model", KILL_MODEL, "--epochs", str(KILL_EPOCHS), "--batch-size", str(KILL_BATCH),
+                   "--checkpoint-every", str(KILL_EVERY), "--deterministic", "--name", name]
 
 
 def _tmp_files(run_dir: Path) -> list[str]:
     return [n for n in os.listdir(run_dir) if n.startswith(".checkpoint")]
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+def _wait_for_writes(proc: subprocess.Popen, latest: Path, since: int, writes: int) -> int:
+    """Wait until `proc` has renamed `writes` new checkpoints into place after mtime `since`; the last mtime."""
+    deadline = time.monotonic() + 120
+    for _ in range(writes):
+        while _mtime(latest) in (0, since):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint written in 120 s"
+            time.sleep(0.0002)
+        since = _mtime(latest)
+    return since
 
 
 @pytest.mark.slow
@@ -268,30 +296,21 @@ def test_sigkill_twenty_times_then_resume_equals_an_uninterrupted_run(tmp_path, 
     runs = tmp_path / "runs"
     rc, _, err = run_cli(*_train_cmd(small_data_dir, runs, "whole", False)[3:])
     assert rc == 0, err
+    total_steps = KILL_EPOCHS * math.ceil(2700 / KILL_BATCH)
     run_dir = runs / "killed"
-    model = build_model("conv16-pool-conv16-pool-flatten-dense32-dense10")
+    model = build_model(KILL_MODEL)
     rng = random.Random(0)
     steps, during_write = [], 0
-    def mtime(path: Path) -> int:
-        try:
-            return path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return 0
     for k in range(KILLS):
-        before = mtime(run_dir / LATEST)
         proc = subprocess.Popen(_train_cmd(small_data_dir, runs, "killed", k > 0),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        # Training is under way once this process has written a checkpoint of its own.
-        while mtime(run_dir / LATEST) in (0, before):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline
-            time.sleep(0.002)
+        # Under way once it has written a checkpoint of its own; then a few more steps.
+        since = _wait_for_writes(proc, run_dir / LATEST, _mtime(run_dir / LATEST), 1 + rng.randrange(3))
         if k % 2:        # the next checkpoint write: kill it while its temporary file is being written
-            while not _tmp_files(run_dir) and proc.poll() is None:
+            while not _tmp_files(run_dir) and proc.poll() is None and _mtime(run_dir / LATEST) == since:
                 time.sleep(0.0002)
         else:            # anywhere in the steps that follow
-            time.sleep(rng.uniform(0, 0.25))
+            time.sleep(rng.uniform(0, 0.003))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
@@ -301,6 +320,7 @@ def test_sigkill_twenty_times_then_resume_equals_an_uninterrupted_run(tmp_path, 
         steps.append(ckpt.progress.step)
     # Half the kills aim at a write; on a busy machine some land just after it: at least 2 must hit.
     assert during_write >= 2, f"only {during_write} kills landed inside a checkpoint write"
+    assert steps[-1] < total_steps // 2, f"the kills used {steps[-1]} of the run's {total_steps} steps"
     assert not (run_dir / "results.json").exists()
 
     rc, out, err = run_cli(*_train_cmd(small_data_dir, runs, "killed", True)[3:])
