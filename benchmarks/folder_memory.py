@@ -44,7 +44,7 @@ def _write(job):
 
 
 def build_folder(folder: Path, n: int, size: int) -> None:
-    from convlens.data import load_fashion_mnist
+    from convlens.datasets import load_fashion_mnist
     done = folder / ".complete"
     if done.exists() and done.read_text() == f"{n} {size}":
         return

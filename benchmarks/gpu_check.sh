@@ -40,7 +40,7 @@ $PY - "$DATA" "$FOLDER" <<'EOF'
 import sys
 from pathlib import Path
 from PIL import Image
-from convlens.data import load_fashion_mnist
+from convlens.datasets import load_fashion_mnist
 data, root = load_fashion_mnist(sys.argv[1], val_split=0.0), Path(sys.argv[2])
 for k, name in ((0, "tshirt"), (1, "trouser"), (8, "bag")):
     (root / name).mkdir(parents=True, exist_ok=True)

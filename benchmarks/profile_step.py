@@ -99,7 +99,7 @@ def main():
     rows, base, last = [], None, None
     for name, cfg in ladder:
         if cfg["malloc"]:
-            from convlens.train import tune_allocator
+            from convlens.engine import tune_allocator
             tune_allocator()
         else:
             glibc_defaults()

@@ -32,7 +32,7 @@ def write_idx_dir(folder: Path, train_x, train_y, test_x, test_y) -> Path:
 @pytest.fixture(scope="session")
 def real_data():
     """The real Fashion-MNIST (Debian's dataset-fashion-mnist), loaded once."""
-    from convlens.data import load_fashion_mnist
+    from convlens.datasets import load_fashion_mnist
     if not REAL_DIR.is_dir():
         pytest.fail("the real Fashion-MNIST is missing: apt-get install dataset-fashion-mnist (.ci/run does)")
     return load_fashion_mnist(val_split=0.1, seed=0)

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import damaged_safetensors, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_train import synthetic
 
-from conftest import damaged_safetensors, run_cli
 from convlens import TrainConfig, build_model, train
 from convlens.checkpoint import LATEST, PREVIOUS, Progress, load_checkpoint, read_checkpoint, save_checkpoint
 from convlens.errors import ConvlensError, RunError
-from convlens.runs import read_safetensors
+from convlens.files import read_safetensors
 from convlens.train import resume
-from test_train import synthetic
 
 TINY = "conv8-pool-flatten-dense16-dense2"
 
@@ -54,7 +54,7 @@ def test_deterministic_runs_are_identical_and_say_so(tmp_path):
     b = train(config(tmp_path, "b"), data=synthetic())
     assert same_weights(a.path, b.path)
     assert metrics_without_times(a.path) == metrics_without_times(b.path)
-    assert a.config["deterministic"] is True and a.results["deterministic"] is True
+    assert a.config.deterministic is True and a.results["deterministic"] is True
 
 
 @pytest.mark.parametrize("stop_at", [7, 8 * 2, 8 * 2 + 3])   # mid-epoch 1, end of epoch 2, mid-epoch 3

@@ -2,9 +2,8 @@
 
 
 import numpy as np
-from PIL import Image
-
 from conftest import run_cli
+from PIL import Image
 
 
 def _png_ok(path):

@@ -10,9 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from convlens.convolution import (KERNEL_DESCRIPTIONS, NAMED_KERNELS, conv2d_reference, convolution_lab,
-                                  lab_image, max_pool_reference, parse_kernel, pixel_arithmetic, sample_image)
+from convlens.convolution import (
+    KERNEL_DESCRIPTIONS,
+    NAMED_KERNELS,
+    conv2d_reference,
+    convolution_lab,
+    lab_image,
+    max_pool_reference,
+    parse_kernel,
+    pixel_arithmetic,
+)
+from convlens.engine import unit_pixels
 from convlens.errors import ConvlensError, ImageError
+from convlens.views import lab_sample
 
 
 def _t(a) -> torch.Tensor:
@@ -155,8 +165,8 @@ def test_pixel_outside_the_result_is_one_line():
 
 def test_vertical_edges_dominate_on_trousers(real_data):
     trousers = np.nonzero(real_data.test_y.numpy() == 1)[0]
-    image, name = sample_image(int(trousers[0]))
-    assert name == "Trouser" and image.shape == (28, 28) and image.dtype == np.float32
+    image, name = lab_sample(real_data, int(trousers[0]))
+    assert name.endswith("(Trouser)") and image.shape == (28, 28) and image.dtype == np.float32
     vertical = np.abs(conv2d_reference(image, NAMED_KERNELS["vertical"])).mean()
     horizontal = np.abs(conv2d_reference(image, NAMED_KERNELS["horizontal"])).mean()
     assert vertical > 1.5 * horizontal
@@ -167,8 +177,8 @@ def test_vertical_edges_dominate_on_trousers(real_data):
     assert np.mean(wins) >= 0.95
 
 
-def test_lab_on_a_real_image():
-    image, _ = sample_image(0)
+def test_lab_on_a_real_image(real_data):
+    image, _ = lab_sample(real_data, 0)
     lab = convolution_lab(image, "Vertical")
     assert lab.kernel_name == "vertical" and lab.shapes == "28×28 → 26×26 → 13×13"
     assert lab.result.shape == (26, 26) and lab.pooled.shape == (13, 13)
@@ -176,7 +186,7 @@ def test_lab_on_a_real_image():
     np.testing.assert_array_equal(lab.pooled, max_pool_reference(lab.result))
     biggest = np.unravel_index(np.argmax(np.abs(lab.result)), lab.result.shape)
     assert (lab.pixel.row, lab.pixel.col) == biggest and lab.pixel.total == pytest.approx(lab.result[biggest])
-    padded = convolution_lab((image * 255).astype(np.uint8), np.ones((3, 3)) / 9, padding=1, pixel=(0, 0))
+    padded = convolution_lab(image, np.ones((3, 3)) / 9, padding=1, pixel=(0, 0))
     assert padded.kernel_name == "custom 3×3" and padded.shapes == "28×28 → 28×28 → 14×14"
     np.testing.assert_allclose(padded.image, image, atol=1e-6)
     assert (padded.pixel.row, padded.pixel.col, padded.pixel.top) == (0, 0, -1)
@@ -184,10 +194,10 @@ def test_lab_on_a_real_image():
         convolution_lab(np.zeros((3, 3)), "vertical")
 
 
-def test_sample_image_out_of_range():
+def test_sample_image_out_of_range(real_data):
     for index in (10_000, -1):
         with pytest.raises(ConvlensError, match="no test image") as e:
-            sample_image(index)
+            lab_sample(real_data, index)
         assert "\n" not in str(e.value)
 
 
@@ -270,12 +280,13 @@ def test_lab_image_rejects_a_1x1_png():
 
 def test_lab_image_shrinks_a_large_photo_keeping_its_aspect():
     image = lab_image(_png(2000, 1000))
-    assert image.shape == (256, 512) and image.dtype == np.float32
-    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert image.shape == (256, 512) and image.dtype == np.uint8
+    scaled = unit_pixels(image)                                          # what the lab convolves
+    assert scaled.dtype == np.float32 and 0.0 <= scaled.min() and scaled.max() <= 1.0
 
 
 def test_lab_image_keeps_a_small_photo_as_it_is(tmp_path):
     path = tmp_path / "small.png"
     path.write_bytes(_png(30, 20))
-    pixels = np.asarray(Image.open(path), dtype=np.float32) / 255
+    pixels = np.asarray(Image.open(path).convert("L"), dtype=np.uint8)
     np.testing.assert_array_equal(lab_image(path), pixels)               # no inversion, no resizing

@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from convlens.errors import ConvlensError
 from convlens.export import check_onnx, export_run
 

@@ -10,7 +10,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from convlens import figures
+from convlens import charts, figures, plotting
 
 # Divide-by-zero / invalid-value (RuntimeWarning), a missing glyph or identical axis limits
 # (UserWarning) would mean a figure is quietly wrong: make them failures.
@@ -92,11 +92,11 @@ def _cases(image, images):
         "explanation": lambda: figures.explanation(
             image, np.abs(rng.normal(size=(28, 28))), rng.random((11, 11)),
             [("Ankle boot", 0.8), ("Sneaker", 0.15), ("Sandal", 0.05)], true_label="Ankle boot", layer_name="conv2"),
-        "confusion_matrix": lambda: figures.confusion_matrix(confusion, CLASSES),
-        "per_class_bars": lambda: figures.per_class_bars(rng.random(10), CLASSES, "recall per class", "recall"),
+        "confusion_matrix": lambda: charts.confusion_matrix(confusion, CLASSES),
+        "per_class_bars": lambda: charts.per_class_bars(rng.random(10), CLASSES, "recall per class", "recall"),
         "gallery": lambda: figures.gallery(images, [f"true: {CLASSES[i % 10]}\npred: Shirt (0.9{i % 10})"
                                                     for i in range(len(images))], "misclassified"),
-        "curves": lambda: figures.curves([curve_series()]),
+        "curves": lambda: charts.curves([curve_series()]),
     }
 
 
@@ -105,8 +105,8 @@ CASE_NAMES = ["png_image", "convolution_lab", "feature_map_grid", "filter_compar
 
 
 def test_every_public_figure_has_a_case():
-    public = {n for n, f in vars(figures).items()
-              if callable(f) and not n.startswith("_") and getattr(f, "__module__", "") == figures.__name__}
+    public = {n for module in (figures, charts) for n, f in vars(module).items()
+              if callable(f) and not n.startswith("_") and getattr(f, "__module__", "") == module.__name__}
     assert public == set(CASE_NAMES)
 
 
@@ -120,12 +120,14 @@ def test_typical_input_gives_a_readable_png(name, image, images):
     assert png == _cases(image, images)[name](), "the same input must give the same bytes"
 
 
-def test_figures_module_needs_no_torch():
-    """figures takes plain arrays; importing torch there would break the one-way data flow."""
-    tree = ast.parse(Path(figures.__file__).read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", [figures, charts, plotting])
+def test_figures_module_needs_no_torch(module):
+    """The pictures take plain arrays; importing torch there would break the one-way data flow."""
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert imported <= {"__future__", "io", "math", "textwrap", "collections", "numpy", "matplotlib", "PIL"}
+    assert imported <= {"__future__", "io", "math", "textwrap", "collections", "numpy", "matplotlib", "PIL",
+                        "plotting"}
 
 
 # --- png_image -------------------------------------------------------------------------
@@ -212,19 +214,19 @@ def test_confusion_matrix_counts_normalised_and_empty_rows():
     c[np.arange(10), np.arange(10)] = 90
     c[6, 0] = 10
     c[3] = 0                                   # a class with no test images: its row is all 0
-    decode(figures.confusion_matrix(c, CLASSES, normalize=True))
-    decode(figures.confusion_matrix(np.zeros((10, 10), int), CLASSES))
-    decode(figures.confusion_matrix(np.array([[5]]), ["only"]))
+    decode(charts.confusion_matrix(c, CLASSES, normalize=True))
+    decode(charts.confusion_matrix(np.zeros((10, 10), int), CLASSES))
+    decode(charts.confusion_matrix(np.array([[5]]), ["only"]))
     with pytest.raises(ValueError):
-        figures.confusion_matrix(np.zeros((3, 3)), CLASSES)
+        charts.confusion_matrix(np.zeros((3, 3)), CLASSES)
 
 
 def test_per_class_bars_edges():
-    decode(figures.per_class_bars(np.zeros(10), CLASSES, "all zero", "recall"))
-    decode(figures.per_class_bars(np.array([-0.2, 0.5, 0.1]), ["a", "b", "c"], "signed", "change"))
-    decode(figures.per_class_bars(np.array([1000, 12]), ["a", "b"], "counts", "images"))
+    decode(charts.per_class_bars(np.zeros(10), CLASSES, "all zero", "recall"))
+    decode(charts.per_class_bars(np.array([-0.2, 0.5, 0.1]), ["a", "b", "c"], "signed", "change"))
+    decode(charts.per_class_bars(np.array([1000, 12]), ["a", "b"], "counts", "images"))
     with pytest.raises(ValueError):
-        figures.per_class_bars(np.zeros(3), CLASSES, "mismatch", "x")
+        charts.per_class_bars(np.zeros(3), CLASSES, "mismatch", "x")
 
 
 def test_gallery_edges(images):
@@ -237,10 +239,10 @@ def test_gallery_edges(images):
 
 
 def test_curves_one_run_several_runs_and_short_ones():
-    one = decode(figures.curves([curve_series()]))
-    several = decode(figures.curves([curve_series(), curve_series(10, "dense", None, 10),
+    one = decode(charts.curves([curve_series()]))
+    several = decode(charts.curves([curve_series(), curve_series(10, "dense", None, 10),
                                      curve_series(5, "no validation", None, None, val=False)]))
     assert several.shape[0] >= one.shape[0]             # the legend grows, nothing is cut
-    decode(figures.curves([curve_series(1, "one epoch", None, 1)]))
-    decode(figures.curves([{"label": "bare", "epochs": [1, 2], "loss": [1.0, 0.5], "accuracy": [0.5, 0.7]}]))
-    decode(figures.curves([]))
+    decode(charts.curves([curve_series(1, "one epoch", None, 1)]))
+    decode(charts.curves([{"label": "bare", "epochs": [1, 2], "loss": [1.0, 0.5], "accuracy": [0.5, 0.7]}]))
+    decode(charts.curves([]))

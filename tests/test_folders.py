@@ -7,15 +7,18 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import run_cli
+from PIL import Image
+from safetensors.torch import load_file
+
 from convlens import TrainConfig, load_dataset, train
+from convlens.dataref import parse_image_size
+from convlens.datasets import batches
 from convlens.errors import DataError
-from convlens.folders import StreamedImages, batches_of, parse_image_size
+from convlens.folders import StreamedImages
 from convlens.images import stretch_image
 from convlens.runs import open_run
-from safetensors.torch import load_file
+from convlens.views import data_of
 
 FMNIST = {"tshirt": 0, "trouser": 1, "bag": 8}       # folder name -> Fashion-MNIST label
 
@@ -164,7 +167,7 @@ def test_streamed_images_decode_to_what_memory_holds(train_folder):
     assert torch.equal(streamed.test_x[3], held.test_x[3]) and torch.equal(streamed.val_x[2:9], held.val_x[2:9])
     assert torch.equal(streamed.test_x[[5, 1], 0], held.test_x[[5, 1], 0])
     order = [torch.randperm(len(held.train_y))[:64] for _ in range(12)]      # > one worker task: workers decode
-    for a, b in zip(batches_of(streamed.train_x, order), batches_of(held.train_x, order)):
+    for a, b in zip(batches(streamed.train_x, order), batches(held.train_x, order)):
         assert torch.equal(a, b)
 
 
@@ -174,7 +177,7 @@ def test_training_from_disk_equals_training_from_memory(tmp_path, train_folder):
     for stream in (False, True):
         run = train(TrainConfig(dataset=f"folder:{train_folder}", stream=stream, epochs=1, deterministic=True,
                                 runs_dir=str(tmp_path), name=f"stream-{stream}"))
-        assert run.config["resolved"]["streamed"] is stream
+        assert run.record["resolved"]["streamed"] is stream
         weights.append(load_file(run.path / "model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -191,7 +194,7 @@ def test_a_file_gone_after_listing_is_named(tmp_path, real_data):
     with pytest.raises(DataError, match=r"0\.png: no such file \(it was readable when the folder was listed\)"):
         data.train_x[0]
     with pytest.raises(DataError, match="it was readable when the folder was listed"):
-        list(data.train_x.chunks(4))
+        list(data.train_x.split(4))
 
 
 def test_cli_trains_evaluates_predicts_and_reports_on_an_image_folder(tmp_path, train_folder, mixed_folder):
@@ -202,7 +205,7 @@ def test_cli_trains_evaluates_predicts_and_reports_on_an_image_folder(tmp_path, 
     assert "Input: 28×28×3" in out and "dense_2 (Dense)                 3" in out     # sized to the data
     assert "skipped 1 of 601 files" in err and "trouser/corrupt.jpg" in err
     run = open_run(runs / "clothes")
-    assert run.classes == ["bag", "trouser", "tshirt"] and run.model_info["image_rule"] == "folder"
+    assert run.classes == ["bag", "trouser", "tshirt"] and run.image_rule == "folder"
     assert run.results["test_accuracy"] >= 0.90, run.results                 # 3 easy classes, 120 test images
     html = (runs / "clothes" / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 10 and "Feature maps" in html and "Kernels" in html
@@ -225,6 +228,7 @@ def test_cli_trains_evaluates_predicts_and_reports_on_an_image_folder(tmp_path, 
 
 def test_the_explorer_shows_a_colour_folder_run(tmp_path, train_folder):
     from fastapi.testclient import TestClient
+
     from convlens.server import create_app
     run = train(TrainConfig(dataset=f"folder:{train_folder}", epochs=1, runs_dir=str(tmp_path), name="rgb"))
     client = TestClient(create_app(tmp_path))
@@ -232,7 +236,7 @@ def test_the_explorer_shows_a_colour_folder_run(tmp_path, train_folder):
     assert png.status_code == 200
     assert Image.open(io.BytesIO(png.content)).mode == "RGB"                  # drawn in colour, not channel 0
     inspect = client.get("/api/runs/rgb/inspect", params={"index": 3}).json()
-    assert np.asarray(inspect["input"]).shape == (3, 28, 28)
+    assert inspect["input"]["shape"] == [3, 28, 28]
     evaluation = client.get("/api/runs/rgb/evaluation").json()
     assert evaluation["accuracy"] == pytest.approx(run.results["test_accuracy"])
     # An upload of another size is prepared by the folder rule, as `predict` does it.
@@ -250,7 +254,7 @@ def test_a_folder_run_reads_back_the_files_it_recorded(tmp_path, train_folder):
     listed = json.loads((run.path / "files.json").read_text())
     assert len(listed["train"]) + len(listed["test"]) == 600                   # all but the corrupt file
     assert all(not p.startswith("/") for p, _ in listed["train"] + listed["test"])
-    again = open_run(run.path).dataset()
+    again = data_of(open_run(run.path))
     fresh = load_dataset(f"folder:{train_folder}", val_split=0.0)
     assert isinstance(again.test_x, StreamedImages) and again.input_shape == fresh.input_shape
     assert torch.equal(again.test_x[0:len(fresh.test_y)], fresh.test_x) and torch.equal(again.test_y, fresh.test_y)
@@ -258,11 +262,11 @@ def test_a_folder_run_reads_back_the_files_it_recorded(tmp_path, train_folder):
     listed["test"][0][0] = "../../etc/passwd.png"                               # a run handed over, tampered
     (run.path / "files.json").write_text(json.dumps(listed))
     with pytest.raises(RunError, match="is not a file inside"):
-        open_run(run.path).dataset()
+        data_of(open_run(run.path))
     listed["test"][0] = ["bag/000.png", 7]
     (run.path / "files.json").write_text(json.dumps(listed))
     with pytest.raises(RunError, match="label 7 is not one of the 3 classes"):
-        open_run(run.path).dataset()
+        data_of(open_run(run.path))
 
 
 def test_cli_data_shows_a_folder_class_by_class(mixed_folder):

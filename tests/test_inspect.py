@@ -11,11 +11,19 @@ import torch
 import torch.nn.functional as F
 
 from convlens import build_model
+from convlens.attribution import grad_cam, saliency, top_k
+from convlens.engine import predict_logits
 from convlens.errors import ConvlensError
-from convlens.inspect import (activations, conv_arithmetic_at, conv_layers, filter_across_images, grad_cam,
-                              kernels, misclassified, most_confident_mistakes, saliency, spatial_layers, top_k)
-from convlens.summary import shape_text
-from convlens.train import predict_logits
+from convlens.inspect import (
+    activations,
+    conv_arithmetic_at,
+    filter_across_images,
+    kernels,
+    misclassified,
+    most_confident_mistakes,
+    spatial_layers,
+)
+from convlens.models import conv_layers, shape_text
 
 OTHER_SPECS = [
     ("conv32k5p2-bn-avgpool-conv16s2_tanh-dropout0.25-gap-dense10", (1, 28, 28)),

@@ -14,7 +14,7 @@ SEED_TABLE = [("26×26×64", 640), ("13×13×64", 0), ("11×11×64", 36928), ("5
 
 def test_seed_summary_matches_the_notebook_number_for_number():
     s = summarize("seed")
-    from convlens.summary import shape_text
+    from convlens.models import shape_text
     assert [(shape_text(l.out_shape), l.params) for l in s.layers] == SEED_TABLE
     assert [l.type for l in s.layers] == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten",
                                           "Dense", "Dense"]

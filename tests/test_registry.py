@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import idx_bytes, run_cli
-from convlens import data
+
+from convlens import datasets, idx, registry, sources
 from convlens.errors import DataError
 
 NEW = ("mnist", "kmnist", "emnist-balanced")
@@ -37,9 +37,9 @@ def sha(b: bytes) -> str:
 
 # --- the recorded values ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", list(data.DATASETS))
+@pytest.mark.parametrize("name", list(registry.DATASETS))
 def test_registry_values_are_well_formed(name):
-    info = data.DATASETS[name]
+    info = registry.DATASETS[name]
     assert info.name == name and tuple(info.files) == ROLES
     assert len(set(info.classes)) == len(info.classes) and all(info.classes)
     assert info.mirrors and all(m.startswith("https://") and m.endswith("/") for m in info.mirrors)
@@ -54,24 +54,24 @@ def test_registry_values_are_well_formed(name):
 
 
 def test_the_new_datasets_and_their_classes():
-    assert set(NEW) <= set(data.DATASETS)
-    assert data.MNIST.classes == tuple(str(d) for d in range(10))
+    assert set(NEW) <= set(registry.DATASETS)
+    assert registry.MNIST.classes == tuple(str(d) for d in range(10))
     # kmnist_classmap.csv: index,codepoint,char rows 0,U+304A,お … 9,U+3092,を
-    assert data.KMNIST.classes == ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")   # their romaji
-    assert [f"U+{ord(c):04X}" for c in data.KMNIST_KANA] == [
+    assert registry.KMNIST.classes == ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")   # their romaji
+    assert [f"U+{ord(c):04X}" for c in registry.KMNIST_KANA] == [
         "U+304A", "U+304D", "U+3059", "U+3064", "U+306A", "U+306F", "U+307E", "U+3084", "U+308C", "U+3092"]
     # EMNIST Balanced merges the 15 lower-case letters written like their capitals (Cohen et al. 2017, fig. 2).
     merged = set("cijklmopsuvwxyz")
     expected = string.digits + string.ascii_uppercase + "".join(c for c in string.ascii_lowercase if c not in merged)
-    assert "".join(data.EMNIST_BALANCED.classes) == expected and len(expected) == 47
-    assert data.EMNIST_BALANCED.transposed and not data.MNIST.transposed and not data.KMNIST.transposed
+    assert "".join(registry.EMNIST_BALANCED.classes) == expected and len(expected) == 47
+    assert registry.EMNIST_BALANCED.transposed and not registry.MNIST.transposed and not registry.KMNIST.transposed
 
 
 def test_fashion_mnist_stays_the_default_from_the_debian_package():
-    assert inspect.signature(data.load_dataset).parameters["name"].default == "fashion-mnist"
-    assert data.FASHION_MNIST.system_dirs == ("/usr/share/datasets/fashion-mnist",)
-    assert data.FASHION_MNIST.archive is None and not data.FASHION_MNIST.transposed
-    assert all(f.sha256_raw for f in data.FASHION_MNIST.files.values())   # Debian's re-compressed copies verify
+    assert inspect.signature(datasets.load_dataset).parameters["name"].default == "fashion-mnist"
+    assert registry.FASHION_MNIST.system_dirs == ("/usr/share/datasets/fashion-mnist",)
+    assert registry.FASHION_MNIST.archive is None and not registry.FASHION_MNIST.transposed
+    assert all(f.sha256_raw for f in registry.FASHION_MNIST.files.values())   # Debian's re-compressed copies verify
 
 
 # --- a local mirror -----------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def mirror(server, tmp_path, monkeypatch):
 
 
 def cached_files(name):
-    folder = data.cache_dir(name)
+    folder = sources.cache_dir(name)
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
@@ -133,7 +133,7 @@ def make_arrays(n_classes, n_train=6, n_test=3, seed=0):
 
 def substitute(monkeypatch, name, bodies, archive=None):
     """Put the test files' checksums (and sizes) into the registry entry; all else stays the real entry's."""
-    info = data.DATASETS[name]
+    info = registry.DATASETS[name]
     files = {role: dataclasses.replace(f, sha256_gz=sha(bodies[role]),
                                        size_gz=None if info.archive else len(bodies[role]))
              for role, f in info.files.items()}
@@ -141,7 +141,7 @@ def substitute(monkeypatch, name, bodies, archive=None):
     if archive is not None:
         new = dataclasses.replace(new, archive=dataclasses.replace(info.archive, sha256=sha(archive),
                                                                    size=len(archive)))
-    monkeypatch.setitem(data.DATASETS, name, new)
+    monkeypatch.setitem(registry.DATASETS, name, new)
     return new
 
 
@@ -149,23 +149,23 @@ def substitute(monkeypatch, name, bodies, archive=None):
 
 @pytest.mark.parametrize("name", ["mnist", "kmnist"])
 def test_downloads_verifies_and_loads(mirror, monkeypatch, name):
-    real = data.DATASETS[name]
+    real = registry.DATASETS[name]
     arrays = make_arrays(len(real.classes))
     bodies = {role: gzip.compress(idx_bytes(arrays[role])) for role in ROLES}
     info = substitute(monkeypatch, name, bodies)
     mirror.files = {"/" + info.files[role].name: bodies[role] for role in ROLES}
 
-    d = data.load_dataset(name, val_split=0.5, seed=1)
+    d = datasets.load_dataset(name, val_split=0.5, seed=1)
     assert sorted(mirror.requests) == sorted(mirror.files)
     assert d.classes == real.classes and d.num_classes == 10 and d.input_shape == (1, 28, 28)
     assert d.train_x.shape == (3, 1, 28, 28) and d.val_x.shape == (3, 1, 28, 28) and d.test_x.shape == (3, 1, 28, 28)
     assert np.array_equal(d.test_x[:, 0].numpy(), arrays["test_images"])   # not transposed
     assert d.test_y.tolist() == arrays["test_labels"].tolist()
     assert cached_files(name) == sorted(f.name for f in info.files.values())
-    assert {loc.source for loc in data.locate(info)} == {"cache"}
-    assert [(ok, detail) for _, ok, detail in data.verify(info)] == [(True, "official .gz SHA-256 matches")] * 4
+    assert {loc.source for loc in sources.locate(info)} == {"cache"}
+    assert [(ok, detail) for _, ok, detail in sources.verify(info)] == [(True, "official .gz SHA-256 matches")] * 4
 
-    data.load_dataset(name)                  # from the cache now: nothing more is fetched
+    datasets.load_dataset(name)                  # from the cache now: nothing more is fetched
     assert len(mirror.requests) == 4
 
 
@@ -184,7 +184,7 @@ def test_a_wrong_file_is_refused_and_nothing_is_cached(mirror, monkeypatch, name
     info, bodies, first = serve_small_copy(mirror, monkeypatch, name)
     mirror.files[first] = bodies["train_images"][:-1] + b"x"        # same size, other bytes
     with pytest.raises(DataError, match="SHA-256 mismatch") as e:
-        data.load_dataset(name)
+        datasets.load_dataset(name)
     assert "\n" not in str(e.value) and info.files["train_images"].name in str(e.value)
     assert cached_files(name) == []                                   # no file, no .part
 
@@ -194,21 +194,21 @@ def test_a_truncated_or_oversized_download_is_refused(mirror, monkeypatch, name)
     info, bodies, first = serve_small_copy(mirror, monkeypatch, name)
     mirror.truncated = {first}
     with pytest.raises(DataError, match="download failed|SHA-256 mismatch"):
-        data.load_dataset(name)
+        datasets.load_dataset(name)
     assert cached_files(name) == []
     mirror.truncated = set()
     mirror.files[first] = bodies["train_images"] + b"\0" * 100        # more than the recorded size
     with pytest.raises(DataError, match="larger than the expected"):
-        data.load_dataset(name)
+        datasets.load_dataset(name)
     assert cached_files(name) == []
 
 
 def test_verify_without_a_content_checksum_says_what_it_checked(tmp_path):
     """MNIST publishes no SHA-256 of the decompressed files: a re-compressed copy cannot be vouched for."""
     arrays = make_arrays(10)
-    for role, f in data.MNIST.files.items():
+    for role, f in registry.MNIST.files.items():
         (tmp_path / f.name).write_bytes(gzip.compress(idx_bytes(arrays[role])))
-    rows = data.verify(data.MNIST, tmp_path)
+    rows = sources.verify(registry.MNIST, tmp_path)
     assert len(rows) == 4 and not any(ok for _, ok, _ in rows)
     assert all("expected the official .gz's" in detail and "no content checksum" in detail for _, _, detail in rows)
 
@@ -217,7 +217,7 @@ def test_verify_without_a_content_checksum_says_what_it_checked(tmp_path):
 
 def emnist_archive(arrays, mapping=None, extra=()):
     """A zip laid out like NIST's gzip.zip: gzip/emnist-balanced-… members (images stored transposed)."""
-    info = data.EMNIST_BALANCED
+    info = registry.EMNIST_BALANCED
     members = {}
     for role in ROLES:
         arr = arrays[role].transpose(0, 2, 1) if role.endswith("images") else arrays[role]
@@ -242,21 +242,21 @@ def test_emnist_comes_out_of_the_verified_zip_upright(mirror, monkeypatch, tmp_p
     info = substitute(monkeypatch, "emnist-balanced", members, archive=archive)
     mirror.files = {"/gzip.zip": archive}
 
-    d = data.load_dataset("emnist-balanced", val_split=0.25)
+    d = datasets.load_dataset("emnist-balanced", val_split=0.25)
     assert mirror.requests == ["/gzip.zip"]
     assert d.num_classes == 47 and d.classes[36:] == tuple("abdefghnqrt")
     assert d.train_x.shape == (6, 1, 28, 28) and d.val_x.shape == (2, 1, 28, 28) and d.test_x.shape == (4, 1, 28, 28)
     # Stored transposed (the bar runs down column 2), loaded upright (the bar runs across row 2, as made).
-    stored = data.read_idx(data.cache_dir("emnist-balanced") / info.files["test_images"].name)
+    stored = idx.read_idx(sources.cache_dir("emnist-balanced") / info.files["test_images"].name)
     assert (stored[:, 3:25, 2] == 255).all() and np.array_equal(stored.transpose(0, 2, 1), arrays["test_images"])
     assert np.array_equal(d.test_x[:, 0].numpy(), arrays["test_images"])
     assert d.test_y.tolist() == arrays["test_labels"].tolist()
     # Only the four members, under the registry's names; the zip is gone; nothing escaped.
     assert cached_files("emnist-balanced") == sorted(f.name for f in info.files.values())
     assert not list(tmp_path.parent.rglob("escape*")) and not Path("/tmp/escape-abs.gz").exists()
-    assert [ok for _, ok, _ in data.verify(info)] == [True] * 4
+    assert [ok for _, ok, _ in sources.verify(info)] == [True] * 4
 
-    data.load_dataset("emnist-balanced")     # from the cache now
+    datasets.load_dataset("emnist-balanced")     # from the cache now
     assert mirror.requests == ["/gzip.zip"]
 
 
@@ -265,11 +265,11 @@ def test_emnist_wrong_or_truncated_zip_is_refused_and_nothing_is_cached(mirror, 
     substitute(monkeypatch, "emnist-balanced", members, archive=archive)
     mirror.files = {"/gzip.zip": archive[:100] + bytes([archive[100] ^ 1]) + archive[101:]}
     with pytest.raises(DataError, match="gzip.zip: SHA-256 mismatch"):
-        data.load_dataset("emnist-balanced")
+        datasets.load_dataset("emnist-balanced")
     assert cached_files("emnist-balanced") == []
     mirror.files, mirror.truncated = {"/gzip.zip": archive}, {"/gzip.zip"}
     with pytest.raises(DataError, match="download failed|SHA-256 mismatch") as e:
-        data.load_dataset("emnist-balanced")
+        datasets.load_dataset("emnist-balanced")
     assert cached_files("emnist-balanced") == []
     assert "save gzip.zip from a browser into" in str(e.value) and "\n" not in str(e.value)
 
@@ -278,10 +278,10 @@ def test_emnist_member_that_does_not_match_is_refused_all_or_none(mirror, monkey
     archive, members = emnist_archive(make_arrays(47))
     info = substitute(monkeypatch, "emnist-balanced", members, archive=archive)
     files = dict(info.files, test_labels=dataclasses.replace(info.files["test_labels"], sha256_gz="0" * 64))
-    monkeypatch.setitem(data.DATASETS, "emnist-balanced", dataclasses.replace(info, files=files))
+    monkeypatch.setitem(registry.DATASETS, "emnist-balanced", dataclasses.replace(info, files=files))
     mirror.files = {"/gzip.zip": archive}
     with pytest.raises(DataError, match="emnist-balanced-test-labels-idx1-ubyte.gz: SHA-256 mismatch"):
-        data.load_dataset("emnist-balanced")
+        datasets.load_dataset("emnist-balanced")
     # The verified zip stays (562 MB is not fetched twice); no member was kept.
     assert cached_files("emnist-balanced") == ["gzip.zip"]
 
@@ -296,7 +296,7 @@ def test_emnist_mapping_must_match_the_class_names(mirror, monkeypatch, mapping,
     substitute(monkeypatch, "emnist-balanced", members, archive=archive)
     mirror.files = {"/gzip.zip": archive}
     with pytest.raises(DataError, match=fault):
-        data.load_dataset("emnist-balanced")
+        datasets.load_dataset("emnist-balanced")
     assert cached_files("emnist-balanced") == ["gzip.zip"]
 
 
@@ -304,9 +304,9 @@ def test_emnist_member_over_the_size_cap_is_refused(mirror, monkeypatch):
     archive, members = emnist_archive(make_arrays(47))
     substitute(monkeypatch, "emnist-balanced", members, archive=archive)
     mirror.files = {"/gzip.zip": archive}
-    monkeypatch.setattr(data, "MAX_IDX_BYTES", 100)
+    monkeypatch.setattr(sources, "MAX_IDX_BYTES", 100)
     with pytest.raises(DataError, match="more than the 100 allowed"):
-        data.load_dataset("emnist-balanced")
+        datasets.load_dataset("emnist-balanced")
     assert cached_files("emnist-balanced") == ["gzip.zip"]
 
 
@@ -315,13 +315,13 @@ def test_emnist_zip_saved_by_hand_into_the_cache_is_used(mirror, monkeypatch):
     arrays = make_arrays(47)
     archive, members = emnist_archive(arrays)
     substitute(monkeypatch, "emnist-balanced", members, archive=archive)
-    folder = data.cache_dir("emnist-balanced")
+    folder = sources.cache_dir("emnist-balanced")
     folder.mkdir(parents=True)
     (folder / "gzip.zip").write_bytes(archive[:-1] + b"x")
     with pytest.raises(DataError, match="SHA-256 mismatch.*delete it to download it again"):
-        data.load_dataset("emnist-balanced")
+        datasets.load_dataset("emnist-balanced")
     (folder / "gzip.zip").write_bytes(archive)
-    d = data.load_dataset("emnist-balanced")
+    d = datasets.load_dataset("emnist-balanced")
     assert mirror.requests == [] and np.array_equal(d.test_x[:, 0].numpy(), arrays["test_images"])
     assert "gzip.zip" not in cached_files("emnist-balanced")
 

@@ -10,9 +10,8 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from convlens import figures
-from convlens.report import (Html, Section, esc, figure_html, img_tag, paragraph, pre, render_report,
-                             table_html)
+from convlens import charts, figures
+from convlens.report import Html, Section, esc, figure_html, img_tag, paragraph, pre, render_report, table_html
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Debian's chromium, not Playwright's download (no internet here); no sandbox as root in CI; no
@@ -137,8 +136,8 @@ def sample_report() -> tuple[str, list[Section]]:
     sections = [
         Section("Model", pre("conv64 (26×26×64)  640 = 64 × (3×3×1 + 1)\n...")
                 + paragraph("Total 243,786 <params>")),
-        Section("Training curves", figure_html(figures.curves([run]), "loss and accuracy per epoch")),
-        Section("Confusion matrix", figure_html(figures.confusion_matrix(confusion, CLASSES), "test set")),
+        Section("Training curves", figure_html(charts.curves([run]), "loss and accuracy per epoch")),
+        Section("Confusion matrix", figure_html(charts.confusion_matrix(confusion, CLASSES), "test set")),
         Section("Misclassified", thumbs),
         Section("Convolution", figure_html(figures.convolution_lab(x, k, "vertical", res, pooled, "28×28 → 13×13",
                                                                    pixel=(10, 8), arithmetic_text="sum = 1.0"),

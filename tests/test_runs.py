@@ -5,14 +5,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import damaged_safetensors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from conftest import damaged_safetensors
 from convlens import build_model
 from convlens.errors import RunError
-from convlens.runs import check_name, load_weights, open_run, save_weights, write_atomic
+from convlens.files import write_atomic
+from convlens.runs import check_name, load_weights, open_run, save_weights
 
 
 class _Evil:

@@ -1,17 +1,19 @@
 """The explorer's JSON API: every endpoint with valid and invalid input, upload limits, path safety, jobs."""
 
+import base64
 import io
-import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
-from conftest import run_cli
+from convlens.attribution import grad_cam
 from convlens.images import MAX_FILE_BYTES
-from convlens.inspect import activations, grad_cam
+from convlens.inspect import activations
 
 fastapi = pytest.importorskip("fastapi", reason="the explorer's dependencies are in requirements.txt")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -146,7 +148,7 @@ def test_inspect_an_upload_and_predict(client):
     image_id = client.post("/api/upload", files={"file": ("shoe.png", png_bytes(shoe), "image/png")}).json()["image_id"]
     r = client.get("/api/runs/small/inspect", params={"image_id": image_id}).json()
     assert r["label"] == "shoe.png" and r["true"] is None
-    inp = np.array(r["input"])
+    inp = np.frombuffer(base64.b64decode(r["input"]["data"]), np.uint8).reshape(r["input"]["shape"])
     assert inp.shape == (1, 28, 28) and inp[0, 0, 0] == 0 and inp.max() > 200          # inverted, object on black
     p = client.get("/api/runs/small/predict", params={"image_id": image_id, "k": 3}).json()
     assert [t["class"] for t in p["top"]] == [t["class"] for t in r["top"][:3]]
@@ -203,11 +205,15 @@ def test_training_jobs_start_report_refuse_and_stop(client):
     assert client.post("/api/jobs/nope/stop").status_code == 404
 
 
+WEB_MODULES = sorted(p.name for p in (Path(__file__).parent.parent / "src" / "convlens" / "web").glob("*.js"))
+
+
 def test_openapi_is_served_and_nothing_from_a_cdn(client):
     schema = client.get("/api/openapi.json").json()
     assert {"/api/runs", "/api/upload", "/api/train", "/api/runs/{name}/arithmetic"} <= set(schema["paths"])
     assert client.get("/docs").status_code == 404
-    page = client.get("/").text + client.get("/static/app.js").text
+    assert len(WEB_MODULES) >= 8 and all(client.get(f"/static/{m}").status_code == 200 for m in WEB_MODULES)
+    page = client.get("/").text + "".join(client.get(f"/static/{m}").text for m in WEB_MODULES)
     assert "http://" not in page and "https://" not in page
 
 

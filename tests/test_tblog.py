@@ -5,10 +5,10 @@ import os
 import signal
 
 import pytest
+from test_train import synthetic
 
 from convlens import TrainConfig, train
 from convlens.train import resume
-from test_train import synthetic
 
 EventAccumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator", reason="tensorboard is in requirements.txt").EventAccumulator

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from convlens import TrainConfig, build_model, fit, open_run, train
-from convlens.data import Dataset
+from convlens.compare import overfitting_note
+from convlens.config import RECIPES
+from convlens.datasets import Dataset
 from convlens.errors import ConvlensError
-from convlens.train import RECIPES, lr_at, overfitting_note
+from convlens.loop import lr_at
 
 
 def synthetic(n=512, seed=0) -> Dataset:
@@ -25,7 +27,7 @@ def test_training_learns_on_synthetic_data():
     torch.manual_seed(0)
     data = synthetic()
     model = build_model("conv8-pool-flatten-dense16-dense2", (1, 28, 28), 2)
-    hist = fit(model, data, RECIPES["fast"], epochs=3)
+    hist = fit(model, data, TrainConfig(model="conv8-pool-flatten-dense16-dense2", recipe="fast", epochs=3))
     assert hist.epochs[-1]["val_accuracy"] >= 0.95
     assert hist.epochs[-1]["loss"] < hist.epochs[0]["loss"]
 
@@ -49,11 +51,10 @@ def test_train_writes_a_complete_run(tmp_path):
 
 
 def test_bad_config_leaves_no_run_directory(tmp_path):
-    for cfg in (TrainConfig(epochs=0, runs_dir=str(tmp_path)), TrainConfig(batch_size=-1, runs_dir=str(tmp_path)),
-                TrainConfig(model="conv64-pool-dense", runs_dir=str(tmp_path)),
-                TrainConfig(val_split=0, early_stopping=2, runs_dir=str(tmp_path))):
-        with pytest.raises(ConvlensError):
-            train(cfg, data=synthetic())
+    for bad in ({"epochs": 0}, {"batch_size": -1}, {"model": "conv64-pool-dense"},
+                {"val_split": 0, "early_stopping": 2}, {"epochs": "5"}, {"dataset": "zip:x"}, {"precision": "fp8"}):
+        with pytest.raises(ConvlensError):         # refused as the config is made, before any data or folder
+            train(TrainConfig(runs_dir=str(tmp_path), **bad), data=synthetic())
     with pytest.raises(ConvlensError, match="output layer needs 2 units"):   # a spec is taken as written
         train(TrainConfig(model="conv8-pool-flatten-dense10", runs_dir=str(tmp_path)), data=synthetic())
     assert list(tmp_path.iterdir()) == []
@@ -64,10 +65,10 @@ def test_early_stopping_restores_the_best_weights():
     data = synthetic(256)
     # Memorise noisy labels with a large constant lr: validation loss soon rises.
     data.train_y = torch.randint(0, 2, data.train_y.shape, generator=torch.Generator().manual_seed(1))
-    r = RECIPES["keras"]
     model = build_model("flatten-dense256-dense2", (1, 28, 28), 2)
     snapshots = {}
-    hist = fit(model, data, r, epochs=30, early_stopping=2,
+    config = TrainConfig(model="flatten-dense256-dense2", recipe="keras", epochs=30, early_stopping=2, val_split=0.25)
+    hist = fit(model, data, config,
                on_epoch=lambda rec: snapshots.__setitem__(rec["epoch"], model.layers[1].weight.detach().clone()))
     assert hist.stopped_early and len(hist.epochs) == hist.best_epoch + 2
     assert torch.equal(model.layers[1].weight, snapshots[hist.best_epoch])
@@ -110,7 +111,7 @@ def test_onecycle_schedule_shape():
 @pytest.mark.parametrize("spec", ["seed", "dense", "conv8k5s2-flatten-dense10"])
 def test_folded_normalisation_computes_the_same_function(spec):
     """Training on (x - mean) / std and folding it into the first layer changes nothing downstream."""
-    from convlens.train import can_fold_normalization, fold_normalization
+    from convlens.loop import can_fold_normalization, fold_normalization
     torch.manual_seed(0)
     model = build_model(spec).double()
     assert can_fold_normalization(model)

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli, write_idx_dir
+
 from convlens import TrainConfig, load_dataset, summarize, train
 from convlens.errors import DataError
 
@@ -32,7 +32,7 @@ def test_idx_folder_with_its_own_classes_trains_a_preset_sized_to_them(tmp_path,
     assert summarize("seed", data.input_shape, 3).layers[-1].params == 3 * 129          # dense10 → dense3
     run = train(TrainConfig(model="seed", dataset=f"idx:{folder}", epochs=1, runs_dir=str(tmp_path / "runs"),
                             name="three"), data=data)
-    assert run.model_info["spec"].endswith("dense3") and run.classes == ["top", "trouser", "pullover"]
+    assert run.model_info.spec.endswith("dense3") and run.classes == ["top", "trouser", "pullover"]
     assert run.results["test_accuracy"] > 0.8
     rc, out, err = run_cli("evaluate", "three", "--runs-dir", tmp_path / "runs", "--no-figures")
     assert rc == 0 and "Test images: 300" in out and "trouser" in out, err

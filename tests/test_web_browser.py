@@ -11,12 +11,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_report_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow

@@ -13,6 +13,7 @@ Ratios are taken against the convlens variant, measured in the same invocation.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import resource
@@ -21,6 +22,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from .config import TrainConfig
+from .datasets import load_dataset
+from .engine import channel_stats, loss_and_accuracy, pick_device, pick_precision, predict_logits, set_threads
+from .evaluate import evaluate
+from .loop import can_fold_normalization, fit, fold_normalization, init_weights
+from .models import build_model
+from .registry import FASHION_MNIST
+from .sources import fetch
 
 TARGET = 0.9128          # the seed notebook's test accuracy after 5 epochs
 VARIANTS = ("convlens", "pytorch", "keras")
@@ -31,23 +46,18 @@ def _peak_rss_mb() -> float:
 
 
 def _test_set(data_dir):
-    from .data import load_dataset
     return load_dataset("fashion-mnist", data_dir, val_split=0.0)
 
 
 def run_convlens(seed: int, epochs: int, data_dir: str | None, recipe: str = "fast", inference: bool = False) -> dict:
-    import torch
-
-    from .models import build_model
-    from .train import (TrainConfig, can_fold_normalization, channel_stats, fit, init_weights, pick_device,
-                        pick_precision, set_threads)
     t0 = time.perf_counter()
     data = _test_set(data_dir)
     set_threads()
     device = pick_device("auto")
     precision = pick_precision("auto", device)
     torch.manual_seed(seed)
-    r = TrainConfig(recipe=recipe, val_split=0.0).settings()
+    config = TrainConfig(recipe=recipe, val_split=0.0, epochs=epochs, seed=seed)
+    r = config.settings
     model = build_model("seed")
     init_weights(model, r.init)
     model = model.to(device).to(memory_format=torch.channels_last)
@@ -60,7 +70,7 @@ def run_convlens(seed: int, epochs: int, data_dir: str | None, recipe: str = "fa
         acc = _accuracy_after_fold(model, data, stats, precision)
         per_epoch.append({"epoch": rec["epoch"], "train_time_s": rec["time_s"], "test_accuracy": acc})
 
-    fit(model, data, r, epochs, seed=seed, precision=precision, on_epoch=on_epoch)
+    fit(model, data, config, precision=precision, on_epoch=on_epoch)
     out = {"setup_s": setup, "epochs": per_epoch, "precision": str(precision).removeprefix("torch.")}
     if inference:
         out["inference"] = measure_inference(model, data.test_x, data.test_y, precision)
@@ -69,9 +79,6 @@ def run_convlens(seed: int, epochs: int, data_dir: str | None, recipe: str = "fa
 
 def _accuracy_after_fold(model, data, stats, precision) -> float:
     """Test accuracy of `model` with the training normalisation `stats` (mean, std) folded into a copy."""
-    import copy
-
-    from .train import fold_normalization, loss_and_accuracy, predict_logits
     m = model
     if stats is not None:
         m = copy.deepcopy(model)
@@ -81,13 +88,9 @@ def _accuracy_after_fold(model, data, stats, precision) -> float:
 
 def measure_inference(model, test_x, test_y, precision) -> dict:
     """Throughput of evaluating 10,000 test images, and single-image latency, in this process."""
-    import torch
-
-    from .evaluate import evaluate
     classes = [str(i) for i in range(10)]
     evaluate(model, test_x, test_y, classes, precision)        # warm-up
     best = min(_timed(lambda: evaluate(model, test_x, test_y, classes, precision)) for _ in range(3))
-    from .train import predict_logits
     one = test_x[:1]
     for _ in range(20):
         predict_logits(model, one, precision=torch.float32)
@@ -103,11 +106,8 @@ def _timed(f) -> float:
 
 
 def run_pytorch(seed: int, epochs: int, data_dir: str | None) -> dict:
-    """The loop a PyTorch tutorial writes (pytorch/examples mnist style): no convlens engine at all."""
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-    from torch.utils.data import DataLoader, TensorDataset
+    """The loop a PyTorch tutorial writes (pytorch/examples mnist style): no convlens engine at all,
+    its own / 255 included."""
     t0 = time.perf_counter()
     data = _test_set(data_dir)
     torch.manual_seed(seed)
@@ -223,7 +223,6 @@ def run_bench(variants=VARIANTS, seeds: int = 3, epochs: dict | None = None, dat
 
     on_result(result) is called after every child, so a caller can save what is done so far.
     """
-    from .data import FASHION_MNIST, fetch
     epochs = {"convlens": 3, "pytorch": 5, "keras": 5, **(epochs or {})}
     files = {loc.role: str(loc.path) for loc in fetch(FASHION_MNIST, data_dir)}
     result = {"target_accuracy": TARGET, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),

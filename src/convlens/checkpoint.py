@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from .errors import RunError
-from .runs import check_state, read_safetensors, write_atomic
+from .files import check_state, read_safetensors, write_atomic
 
 LATEST = "checkpoint.safetensors"
 PREVIOUS = "checkpoint.prev.safetensors"
@@ -37,7 +37,7 @@ FORMAT = "convlens-checkpoint-1"
 
 @dataclass
 class Progress:
-    """Where training stands, as plain numbers (JSON in the checkpoint's metadata)."""
+    """Where training stands, as plain numbers (JSON in the checkpoint's metadata); what fit returns."""
     epoch: int = 1                 # the epoch in progress, 1-based
     step_in_epoch: int = 0         # optimizer steps done in it
     step: int = 0                  # optimizer steps done in all (drives the learning-rate schedule)
@@ -48,6 +48,8 @@ class Progress:
     resumes: int = 0               # how often this run was resumed
     train_time_s: float = 0.0      # optimizer time of the finished epochs
     epoch_time_s: float = 0.0      # optimizer time spent in the epoch in progress
+    interrupted: bool = False      # training was stopped (Ctrl-C, SIGTERM) before its last epoch
+    stopped_at: list[int] | None = None   # interrupted: [epoch, steps done in it]
 
 
 @dataclass

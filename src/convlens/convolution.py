@@ -7,8 +7,9 @@ The study note's claims, made checkable (DESIGN.md §1):
   usual others) or any k×k matrix the user types (`parse_kernel`).
 - S5: 2×2 max pooling keeps the largest value of each window and halves the size
   (`max_pool_reference`).
-`convolution_lab` puts them together for one image. No plotting here: figures are
-drawn elsewhere from the arrays it returns.
+`convolution_lab` puts them together for one image. Arrays in, arrays out: no dataset is
+loaded here (the caller brings the image, already scaled to [0, 1] by the engine) and no
+plotting (figures.py draws the arrays it returns).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from .data import load_dataset
 from .errors import ConvlensError, ImageError
 from .images import flatten_alpha, read_image
 
@@ -272,13 +272,13 @@ class LabResult:
 
 
 def _lab_array(image) -> np.ndarray:
-    """One grayscale image as (H, W) float32; uint8 is scaled to [0, 1], a (1, H, W) tensor squeezed."""
+    """One grayscale image as (H, W) float32, its values as they are; a (1, H, W) array squeezed."""
     a = _numpy(image)
     if a.ndim == 3 and a.shape[0] == 1:
         a = a[0]
     if a.ndim != 2:
         raise ConvlensError(f"the lab convolves one grayscale (H, W) image; got shape {a.shape}")
-    a = a.astype(np.float32) / 255 if a.dtype == np.uint8 else a.astype(np.float32)
+    a = a.astype(np.float32)
     if not np.isfinite(a).all():
         raise ConvlensError("the image has values that are not finite")
     return a
@@ -318,13 +318,13 @@ def convolution_lab(image, kernel: str | np.ndarray, stride: int = 1, padding: i
                      " → ".join(f"{h}×{w}" for h, w in shapes), arithmetic, torch_max_diff)
 
 
-def lab_image(source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
-    """A user's photo as grayscale (H, W) float32 in [0, 1], as it looks: no inversion, no cropping.
-
-    Only shrunk (keeping the aspect ratio) so the longer side is at most LAB_MAX_SIDE.
+def lab_image(source: str | os.PathLike | bytes | Image.Image, name: str | None = None) -> np.ndarray:
+    """A user's photo (a file, bytes, or an image images.read_image decoded) as grayscale uint8 (H, W),
+    as it looks: no inversion, no cropping. Only shrunk (keeping the aspect ratio) so the longer
+    side is at most LAB_MAX_SIDE.
     """
-    label = name or (str(source) if not isinstance(source, bytes) else "upload")
-    img = read_image(source, name)
+    label = name or (str(source) if not isinstance(source, (bytes, Image.Image)) else "upload")
+    img = source if isinstance(source, Image.Image) else read_image(source, name)
     img = flatten_alpha(ImageOps.exif_transpose(img) or img).convert("L")
     if min(img.size) < 3:
         raise ImageError(f"{label}: {img.width}×{img.height} pixels is too small to convolve (at least 3×3)")
@@ -334,13 +334,4 @@ def lab_image(source: str | os.PathLike | bytes, name: str | None = None) -> np.
         # reducing_gap: box-reduce first, then Lanczos; Pillow's docs: 3.0 is indistinguishable from
         # plain Lanczos and much faster on a 40-megapixel photo.
         img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return np.asarray(img, dtype=np.float32) / 255
-
-
-def sample_image(index: int = 0, data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, str]:
-    """Fashion-MNIST test image `index` as (28, 28) float32 in [0, 1], with its class name."""
-    data = load_dataset("fashion-mnist", data_dir, val_split=0.0)
-    n = len(data.test_y)
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
-        raise ConvlensError(f"there is no test image {index!r}: {data.name} has {n:,} (0 to {n - 1})")
-    return data.test_x[index, 0].numpy().astype(np.float32) / 255, data.classes[int(data.test_y[index])]
+    return np.asarray(img, dtype=np.uint8)

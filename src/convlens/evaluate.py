@@ -1,4 +1,7 @@
-"""Evaluation and prediction: metrics on the test set, top-k for the user's own images."""
+"""Evaluation and prediction: metrics on a test set, top-k for the user's own images.
+
+Models run through the engine (engine.predict_logits), as in training.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import Dataset
+from .engine import confusion_counts, device_of, pick_precision, predict_logits
 from .images import load_image
 from .models import ConvNet
-from .runs import Run
-from .train import confusion_counts, pick_device, pick_precision, predict_logits, set_threads
 
 
 @dataclass
@@ -85,25 +86,13 @@ def evaluate(model: ConvNet, x_u8: torch.Tensor, y: torch.Tensor, classes: list[
 
     tta: average each image's prediction with its mirror image's (flip test-time augmentation).
     """
-    device = next(model.parameters()).device
-    precision = precision or pick_precision("auto", device)
+    precision = precision or pick_precision("auto", device_of(model))
     logits = predict_logits(model, x_u8, batch_size, precision, tta=tta)
     y = y.to(logits.device)
     loss = F.cross_entropy(logits, y).item()
     pred = logits.argmax(1)
     return Evaluation(list(classes), loss, float((pred == y).float().mean()), confusion_counts(logits, y, len(classes)),
                       logits.softmax(1).cpu().numpy().astype(np.float32), y.cpu().numpy())
-
-
-def evaluate_run(run: Run, data: Dataset | None = None, device: str = "auto", precision: str = "auto",
-                 data_dir: str | None = None, tta: bool = False) -> Evaluation:
-    """Evaluate a run's model on its dataset's test split."""
-    dev = pick_device(device)
-    set_threads()
-    model = run.load_model(dev)
-    if data is None:
-        data = run.dataset(data_dir)
-    return evaluate(model, data.test_x, data.test_y, run.classes, pick_precision(precision, dev), tta=tta)
 
 
 @dataclass

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from .engine import unit_pixels
 from .errors import ConvlensError
-from .runs import Run, write_atomic, write_json
+from .files import write_atomic, write_json
+from .runs import Run
+from .versions import convlens_version
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript"}
 ONNX_OPSET = 18
@@ -47,7 +49,7 @@ _CONVENTIONS = {
 
 
 def preprocessing(run: Run, fmt: str, model_file: Path, model_bytes: bytes) -> dict:
-    c, h, w = run.model_info["input_shape"]
+    c, h, w = run.input_shape
     return {
         "format": fmt, "file": model_file.name, "sha256": hashlib.sha256(model_bytes).hexdigest(),
         "input": {"name": "pixels", "dtype": "float32", "shape": ["batch", c, h, w], "layout": "NCHW",
@@ -56,11 +58,11 @@ def preprocessing(run: Run, fmt: str, model_file: Path, model_bytes: bytes) -> d
                            "(the training normalisation is folded into the first layer)",
                   "colours": "grayscale" if c == 1 else "RGB",
                   "resize": _RESIZE_RULES[run.image_rule],
-                  "convention": _CONVENTIONS[run.image_rule].format(dataset=run.model_info.get("dataset", "?"))},
+                  "convention": _CONVENTIONS[run.image_rule].format(dataset=run.model_info.dataset or "?")},
         "output": {"name": "logits", "shape": ["batch", len(run.classes)],
                    "meaning": "unnormalised scores; softmax over the last axis gives class probabilities"},
-        "classes": run.classes, "spec": run.model_info["spec"], "run": run.name,
-        "exported_by": f"convlens {__version__}, torch {torch.__version__}"}
+        "classes": run.classes, "spec": run.model_info.spec, "run": run.name,
+        "exported_by": f"convlens {convlens_version()}, torch {torch.__version__}"}
 
 
 def export_run(run: Run, fmt: str = "onnx", out_dir: str | os.PathLike | None = None) -> Path:
@@ -68,7 +70,7 @@ def export_run(run: Run, fmt: str = "onnx", out_dir: str | os.PathLike | None = 
     if fmt not in FORMATS:
         raise ConvlensError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
     model = _portable(run)
-    c, h, w = run.model_info["input_shape"]
+    c, h, w = run.input_shape
     example = torch.rand(2, c, h, w)
     out = Path(out_dir) if out_dir else run.path / "export"
     try:
@@ -135,8 +137,8 @@ def check_onnx(run: Run, onnx_path: Path, images_u8: torch.Tensor, batch: int = 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     model = _portable(run)
     same, worst = 0, 0.0
-    for i in range(0, len(images_u8), batch):
-        x = images_u8[i:i + batch].float() / 255                                   # (B, C, H, W)
+    for x_u8 in images_u8.split(batch):
+        x = unit_pixels(x_u8)                                                       # (B, C, H, W)
         p_onnx = torch.from_numpy(session.run(None, {"pixels": x.numpy()})[0]).softmax(1)
         with torch.no_grad():
             p_torch = model(x).softmax(1)

@@ -54,22 +54,6 @@ def workers() -> int:
     return max(1, min(8, cores))
 
 
-def parse_image_size(text: str | None) -> tuple[int, int] | None:
-    """'64' -> (64, 64); '48x64' -> (48, 64) as height × width; None stays None."""
-    if text is None:
-        return None
-    parts = str(text).lower().replace("×", "x").split("x")
-    try:
-        h, w = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-        if len(parts) > 2:
-            raise ValueError
-    except ValueError:
-        raise DataError(f"--image-size {text!r}: use one number (64) or height×width (48x64)") from None
-    if not (4 <= h <= 1024 and 4 <= w <= 1024):
-        raise DataError(f"--image-size {text!r}: each side must be 4 to 1024 pixels")
-    return h, w
-
-
 # ---------------------------------------------------------------------------
 # Finding the files
 
@@ -244,8 +228,8 @@ class StreamedImages:
         for batch in _decode(files, order):
             yield torch.stack(self._checked(batch))
 
-    def chunks(self, batch_size: int) -> Iterator[torch.Tensor]:
-        """Every image in order, `batch_size` at a time."""
+    def split(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """Every image in order, `batch_size` at a time, as torch.Tensor.split gives a tensor's."""
         return self.batches([range(i, min(i + batch_size, len(self))) for i in range(0, len(self), batch_size)])
 
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
@@ -253,28 +237,6 @@ class StreamedImages:
         pick = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values
         return torch.cat(list(self.batches([pick[i:i + STREAM_BATCH].tolist()
                                             for i in range(0, len(pick), STREAM_BATCH)])))
-
-
-Images = torch.Tensor | StreamedImages
-
-
-def take(x: Images, index: torch.Tensor) -> Images:
-    """x[index], lazily for streamed images."""
-    return x.subset(index) if isinstance(x, StreamedImages) else x[index]
-
-
-def batches_of(x: Images, order: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """x[idx] for each idx in `order`: a gather for tensors, worker decoding for streamed images."""
-    if isinstance(x, StreamedImages):
-        return x.batches([idx.tolist() for idx in order])
-    return (x[idx] for idx in order)
-
-
-def chunks_of(x: Images, batch_size: int) -> Iterator[torch.Tensor]:
-    """Every image of x in order, batch_size at a time."""
-    if isinstance(x, StreamedImages):
-        return x.chunks(batch_size)
-    return (x[i:i + batch_size] for i in range(0, len(x), batch_size))
 
 
 # ---------------------------------------------------------------------------
@@ -324,7 +286,7 @@ def load_folder(root: Path, image_size: tuple[int, int] | None = None, channels:
     keep = np.zeros(len(paths), dtype=bool)
     if stream or len(candidates) * channels * image_size[0] * image_size[1] > IN_MEMORY_BYTES:
         keep[candidates] = True
-        images: Images = StreamedImages([paths[i] for i in candidates], image_size, channels)
+        images: torch.Tensor | StreamedImages = StreamedImages([paths[i] for i in candidates], image_size, channels)
     else:
         decoded = torch.empty((len(paths), channels, *image_size), dtype=torch.uint8)
         order = [candidates[i:i + STREAM_BATCH] for i in range(0, len(candidates), STREAM_BATCH)]

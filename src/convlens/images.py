@@ -85,11 +85,6 @@ def flatten_alpha(img: Image.Image) -> Image.Image:
     return img
 
 
-def image_rule(dataset: str) -> str:
-    """How images are prepared for a model trained on `dataset`: "folder" for image folders, else "object"."""
-    return "folder" if dataset.startswith("folder:") else "object"
-
-
 def stretch_image(img: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
     """The folder rule: uint8 (channels, H, W) by EXIF orientation, transparency onto white,
     grayscale (ITU-R 601 luma) or RGB, and an anti-aliased bilinear resize to exactly H×W, the

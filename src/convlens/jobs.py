@@ -15,13 +15,13 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .config import TrainConfig
 from .errors import ConvlensError
 from .models import PRESETS
 from .runs import check_name
-from .train import TrainConfig
 
 
 class JobError(ConvlensError):
@@ -56,37 +56,28 @@ class Job:
 class Jobs:
     """The training processes one server started; one runs at a time (two would halve each other's speed)."""
 
-    def __init__(self, runs_dir: Path, data_dir: str | None = None, device: str = "auto"):
-        self.runs_dir, self.data_dir, self.device = Path(runs_dir), data_dir, device
+    def __init__(self, data_dir: str | None = None, device: str = "auto"):
+        self.data_dir, self.device = data_dir, device      # where the server's jobs find data and train
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
 
-    def start(self, model: str, epochs: int, batch_size: int | None = None, lr: float | None = None,
-              name: str | None = None) -> Job:
-        config = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, lr=lr,
-                             runs_dir=str(self.runs_dir), name=name)
-        config.check()                                      # a bad spec or number: an error now, not in a log
-        if epochs > 200:
-            raise JobError(f"epochs must be at most 200 from the page, got {epochs}")
+    def start(self, config: TrainConfig) -> Job:
+        """Start `convlens train` with this config in a process of its own (its name made up when not given)."""
         with self.lock:
             busy = [j for j in self.jobs.values() if j.state == "running"]
             if busy:
                 raise JobError(f"run {busy[0].run} is still training; stop it or wait for it to finish")
-            if name is None:
-                stem = model if model in PRESETS else "custom"
-                name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-            check_name(name)
-            if (self.runs_dir / name).exists():
-                raise JobError(f"run {name} already exists; pick another name")
-            argv = [sys.executable, "-m", "convlens", "train", "--model", model, "--epochs", str(epochs),
-                    "--runs-dir", str(self.runs_dir), "--name", name, "--progress", "json"]
-            argv += ["--batch-size", str(batch_size)] if batch_size else []
-            argv += ["--lr", repr(lr)] if lr else []
-            argv += ["--data-dir", self.data_dir] if self.data_dir else []
-            argv += ["--device", self.device] if self.device != "auto" else []
+            if config.name is None:
+                stem = config.model if config.model in PRESETS else "custom"
+                config = replace(config, name=f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+            check_name(config.name)
+            if (Path(config.runs_dir) / config.name).exists():
+                raise JobError(f"run {config.name} already exists; pick another name")
+            argv = [sys.executable, "-m", "convlens", "train", *config.to_argv(), "--progress", "json"]
             process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                        stdin=subprocess.DEVNULL, bufsize=1)
-            job = Job(id=f"{len(self.jobs) + 1}-{name}", run=name, model=model, epochs=epochs, process=process)
+            job = Job(id=f"{len(self.jobs) + 1}-{config.name}", run=config.name, model=config.model,
+                      epochs=config.epochs, process=process)
             self.jobs[job.id] = job
         threading.Thread(target=self._follow, args=(job,), daemon=True, name=f"job {job.id}").start()
         return job

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import SpecError
+from .errors import ConvlensError, SpecError
 
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": F.gelu,
                "elu": F.elu, "leaky": F.leaky_relu, "linear": None}
@@ -164,6 +164,77 @@ def _fmt(n: int) -> str:
     return f"{n:,}"
 
 
+def shape_text(shape: tuple[int, ...]) -> str:
+    """(64, 26, 26) -> '26×26×64' (height × width × channels, as Keras prints it); (1600,) -> '1600'."""
+    if len(shape) == 3:
+        c, h, w = shape
+        return f"{h}×{w}×{c}"
+    return "×".join(str(d) for d in shape)
+
+
+# Each layer kind's shape rule: (spec text, layer, input shape) -> (output shape, parameters,
+# multiply-adds per image, why that many parameters).
+
+def _conv_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
+    c, h, w = shape
+    k, s, p = l.kernel, l.stride, l.padding
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    if ho < 1 or wo < 1:
+        raise _fail(text, l.index, l.token, f"a {k}×{k} kernel does not fit the {h}×{w} input"
+                    + (f" with padding {p}" if p else ""))
+    params = l.units * (k * k * c + 1)
+    return (l.units, ho, wo), params, ho * wo * l.units * k * k * c, f"{l.units} × ({k}×{k}×{c} + 1) = {_fmt(params)}"
+
+
+def _pool_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
+    c, h, w = shape
+    n = l.units
+    if h < n or w < n:
+        raise _fail(text, l.index, l.token, f"a {n}×{n} pool does not fit the {h}×{w} input")
+    what = "max" if l.kind == "maxpool" else "mean"
+    return (c, h // n, w // n), 0, 0, f"{what} of each {n}×{n} window: {h}×{w} → {h // n}×{w // n}, no parameters"
+
+
+def _gap_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
+    return (shape[0],), 0, 0, f"mean over {shape[1]}×{shape[2]} per channel, no parameters"
+
+
+def _flatten_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
+    n = math.prod(shape)
+    hwc = "×".join(map(str, shape[1:] + shape[:1])) if len(shape) == 3 else str(shape[0])
+    return (n,), 0, 0, f"{hwc} = {_fmt(n)} values in a row, no parameters"
+
+
+def _dropout_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
+    return shape, 0, 0, f"zeroes {l.rate:g} of the values while training, no parameters"
+
+
+def _bn_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
+    c = shape[0]
+    return shape, 4 * c, 0, f"{c} × (γ, β trained + mean, variance tracked) = {_fmt(4 * c)}"
+
+
+def _dense_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
+    n_in = shape[0]
+    params = l.units * (n_in + 1)
+    return (l.units,), params, n_in * l.units, f"{l.units} × ({_fmt(n_in)} + 1) = {_fmt(params)}"
+
+
+_SHAPES = {"conv": _conv_shape, "maxpool": _pool_shape, "avgpool": _pool_shape, "gap": _gap_shape,
+           "flatten": _flatten_shape, "dropout": _dropout_shape, "bn": _bn_shape, "dense": _dense_shape}
+
+
+def _check_input(text: str, l: LayerSpec, shape: tuple[int, ...]) -> None:
+    """A layer that needs an image-shaped (or a flat) input and gets the other: SpecError saying what to add."""
+    spatial = len(shape) == 3
+    if l.kind in ("conv", "maxpool", "avgpool", "gap") and not spatial:
+        raise _fail(text, l.index, l.token, f"needs an image-shaped input (C×H×W) but gets a flat vector of "
+                    f"{shape[0]}; move it before 'flatten'")
+    if l.kind == "dense" and spatial:
+        raise _fail(text, l.index, l.token, f"needs a flat input but gets {'×'.join(map(str, shape))}; "
+                    "add 'flatten' (or 'gap') before it")
+
+
 def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> list[LayerInfo]:
     """Every layer with its output shape, parameter count and arithmetic; SpecError if one does not fit."""
     text = resolve(spec.strip(), num_classes)
@@ -174,57 +245,12 @@ def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_
     for l in layers:
         base, typ = _TYPES[l.kind]
         counters[base] = counters.get(base, 0) + 1
-        name = f"{base}_{counters[base]}"
-        spatial = len(shape) == 3
-        if l.kind in ("conv", "maxpool", "avgpool", "gap") and not spatial:
-            raise _fail(text, l.index, l.token, f"needs an image-shaped input (C×H×W) but gets a flat vector of {shape[0]}; "
-                        "move it before 'flatten'")
-        if l.kind == "dense" and spatial:
-            raise _fail(text, l.index, l.token, f"needs a flat input but gets {'×'.join(map(str, shape))}; "
-                        "add 'flatten' (or 'gap') before it")
-        params, mult_adds, why = 0, 0, "no parameters"
-        if l.kind == "conv":
-            c, h, w = shape
-            k, s, p = l.kernel, l.stride, l.padding
-            ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-            if ho < 1 or wo < 1:
-                raise _fail(text, l.index, l.token, f"a {k}×{k} kernel does not fit the {h}×{w} input"
-                            + (f" with padding {p}" if p else ""))
-            out = (l.units, ho, wo)
-            params = l.units * (k * k * c + 1)
-            mult_adds = ho * wo * l.units * k * k * c
-            why = f"{l.units} × ({k}×{k}×{c} + 1) = {_fmt(params)}"
-        elif l.kind in ("maxpool", "avgpool"):
-            c, h, w = shape
-            n = l.units
-            if h < n or w < n:
-                raise _fail(text, l.index, l.token, f"a {n}×{n} pool does not fit the {h}×{w} input")
-            out = (c, h // n, w // n)
-            why = f"{'max' if l.kind == 'maxpool' else 'mean'} of each {n}×{n} window: {h}×{w} → {h // n}×{w // n}, no parameters"
-        elif l.kind == "gap":
-            out = (shape[0],)
-            why = f"mean over {shape[1]}×{shape[2]} per channel, no parameters"
-        elif l.kind == "flatten":
-            out = (math.prod(shape),)
-            hwc = "×".join(map(str, shape[1:] + shape[:1])) if len(shape) == 3 else str(shape[0])
-            why = f"{hwc} = {_fmt(out[0])} values in a row, no parameters"
-        elif l.kind == "dropout":
-            out = shape
-            why = f"zeroes {l.rate:g} of the values while training, no parameters"
-        elif l.kind == "bn":
-            out, c = shape, shape[0]
-            params = 4 * c
-            why = f"{c} × (γ, β trained + mean, variance tracked) = {_fmt(params)}"
-        else:  # dense
-            n_in = shape[0]
-            if l is layers[-1] and l.units != num_classes:
-                raise _fail(text, l.index, l.token, f"the output layer needs {num_classes} units, one per class")
-            out = (l.units,)
-            params = l.units * (n_in + 1)
-            mult_adds = n_in * l.units
-            why = f"{l.units} × ({_fmt(n_in)} + 1) = {_fmt(params)}"
+        _check_input(text, l, shape)
+        if l is layers[-1] and l.units != num_classes:
+            raise _fail(text, l.index, l.token, f"the output layer needs {num_classes} units, one per class")
+        out, params, mult_adds, why = _SHAPES[l.kind](text, l, shape)
         trainable = params // 2 if l.kind == "bn" else params
-        infos.append(LayerInfo(l, name, typ, shape, out, params, trainable, mult_adds, why))
+        infos.append(LayerInfo(l, f"{base}_{counters[base]}", typ, shape, out, params, trainable, mult_adds, why))
         shape = out
     return infos
 
@@ -313,25 +339,32 @@ def _apply(info: LayerInfo, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return module(x)
 
 
+def conv_layers(model: ConvNet) -> list[tuple[int, LayerInfo]]:
+    """(index into model.infos, info) of every conv layer."""
+    return [(i, info) for i, info in enumerate(model.infos) if info.spec.kind == "conv"]
+
+
+def conv_layer(model: ConvNet, layer: int | str | None, default: int = 0) -> tuple[int, LayerInfo]:
+    """A conv layer by position among the conv layers (0-based), or by name; None: conv_layers[default]."""
+    convs = conv_layers(model)
+    if not convs:
+        raise ConvlensError(f"model {model.spec!r} has no conv layer")
+    valid = ", ".join(f"{n} or {info.name}" for n, (_, info) in enumerate(convs))
+    if isinstance(layer, str) and layer.strip().isdigit():    # "1" from a command line
+        layer = int(layer)
+    if layer is None:
+        return convs[default]
+    if isinstance(layer, int) and not isinstance(layer, bool) and 0 <= layer < len(convs):
+        return convs[layer]
+    for found in convs:
+        if found[1].name == layer:
+            return found
+    raise ConvlensError(f"no conv layer {layer!r}: this model's conv layers are {valid}")
+
+
 def build_model(model: str = "seed", input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> ConvNet:
     """Build a network from a preset name or spec string, for images of `input_shape` (C, H, W)."""
     return ConvNet(model, input_shape, num_classes)
-
-
-def feature_maps(model: ConvNet, images: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    """(layer name, output) for every layer, for images (B, C, H, W), (C, H, W) or (H, W): floats in [0, 1] or uint8."""
-    if images.dtype == torch.uint8:
-        images = images.float() / 255
-    while images.dim() < 4:          # (H, W) or (C, H, W) -> (1, C, H, W)
-        images = images.unsqueeze(0)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            outs = model.layer_outputs(images.to(next(model.parameters()).device))
-    finally:
-        model.train(was_training)
-    return [(info.name, out) for info, out in zip(model.infos, outs)]
 
 
 def count_params(model: nn.Module) -> int:

@@ -16,6 +16,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
+from pathlib import Path
+
+from . import views
+from .convolution import convolution_lab
+from .evaluate import Evaluation, evaluate
+from .files import write_atomic
+from .models import ConvNet, shape_text
+from .runs import Run
+from .summary import summarize
 
 # No network, no script: images only from data: URLs, styles only from the <style> element.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -159,147 +168,119 @@ def render_report(title: str, subtitle: str, sections: Sequence[Section]) -> str
 
 
 # ---------------------------------------------------------------------------
-# A run's report: everything convlens knows about it, on one offline page
+# A run's report: everything convlens knows about it, on one offline page, built from views.py
 
-def build_run_report(run, data, lab_index: int = 0, inspect_index: int = 0, compare_images=(0, 7, 26),
-                     filter_index: int = 6, device="cpu") -> str:
-    """The HTML of a run's report: model, curves, test metrics, mistakes, kernels, feature maps, lab."""
-    from . import figures
-    from .compare import curve_series
-    from .convolution import convolution_lab
-    from .evaluate import evaluate
-    from .inspect import activations, filter_across_images, grad_cam, kernels, most_confident_mistakes, saliency, top_k
-    from .summary import summarize
-
-    model = run.load_model(device)
-    info = run.model_info
-    classes = run.classes
-    res = run.results
-    summary = summarize(info["spec"], tuple(info["input_shape"]), len(classes))
-    sections = []
-
-    # 1. The model, with the arithmetic behind every parameter count
-    rows = [[l.name, l.type, l.spec.token, _shape(l.out_shape), f"{l.params:,}", l.arithmetic, f"{l.mult_adds:,}"]
-            for l in summary.layers]
+def _model_section(run: Run) -> Section:
+    """The model, with the arithmetic behind every parameter count."""
+    s = summarize(run.model_info.spec, run.input_shape, len(run.classes))
+    rows = [[l.name, l.type, l.spec.token, shape_text(l.out_shape), f"{l.params:,}", l.arithmetic, f"{l.mult_adds:,}"]
+            for l in s.layers]
     body = table_html(["layer", "type", "token", "output", "params", "why that many", "mult-adds"], rows,
                       ["left", "left", "left", "left", "right", "left", "right"])
-    body += paragraph(f"Spec {info['spec']} · total {summary.total_params:,} parameters "
-                      f"({summary.trainable_params:,} trainable) · {summary.mult_adds:,} multiply-adds per image. "
-                      "Pooling and flatten layers have no parameters.")
-    sections.append(Section("Model", body))
+    body += paragraph(f"Spec {s.spec} · total {s.total_params:,} parameters ({s.trainable_params:,} trainable) · "
+                      f"{s.mult_adds:,} multiply-adds per image. Pooling and flatten layers have no parameters.")
+    return Section("Model", body)
 
-    # 2. Curves, with the overfitting onset and best epoch marked
-    series = curve_series(run)
-    body = figure_html(figures.curves([series]), "Training (solid) and validation (dashed) loss and accuracy per epoch.")
-    if res.get("overfitting"):
-        body += paragraph("Note: " + res["overfitting"])
-    elif series["val_loss"]:
+
+def _curves_section(run: Run) -> Section:
+    """Curves, with the overfitting onset and best epoch marked."""
+    body = figure_html(views.curves_figure([run]),
+                       "Training (solid) and validation (dashed) loss and accuracy per epoch.")
+    if run.results.get("overfitting"):
+        body += paragraph("Note: " + run.results["overfitting"])
+    elif run.metrics and all("val_loss" in e for e in run.metrics):
         body += paragraph("No overfitting in these epochs: validation loss did not rise while training loss fell.")
-    sections.append(Section("Training curves", body))
+    return Section("Training curves", body)
 
-    # 3. Test metrics
-    ev = evaluate(model, data.test_x, data.test_y, classes)
+
+def _results_sections(run: Run, ev: Evaluation, data) -> list[Section]:
+    """Test metrics, per class and as confusion matrices; the most confident mistakes."""
+    res, pngs = run.results, views.evaluation_figures(ev, data.test_x)
     per_class = [[c, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", f"{int(n):,}"]
-                 for c, p, r, f, n in zip(classes, ev.precision, ev.recall, ev.f1, ev.confusion.sum(1))]
+                 for c, p, r, f, n in zip(ev.classes, ev.precision, ev.recall, ev.f1, ev.confusion.sum(1))]
     body = paragraph(f"{len(ev.labels):,} test images · loss {ev.loss:.4f} · accuracy {ev.accuracy:.2%}"
                      + (f" · with flip test-time augmentation {res['test_accuracy_tta']:.2%}"
                         if "test_accuracy_tta" in res else ""))
     body += table_html(["class", "precision", "recall", "F1", "images"], per_class,
                        ["left", "right", "right", "right", "right"])
-    body += figure_html(figures.per_class_bars(ev.recall, classes, "accuracy per class (recall)", "recall"),
-                        "Share of each class's test images classified correctly.")
-    body += figure_html(figures.confusion_matrix(ev.confusion, classes), "Confusion matrix, counts.")
-    body += figure_html(figures.confusion_matrix(ev.confusion, classes, normalize=True),
-                        "Confusion matrix, each row divided by its class's images.")
+    body += figure_html(pngs["per-class-accuracy.png"], "Share of each class's test images classified correctly.")
+    body += figure_html(pngs["confusion.png"], "Confusion matrix, counts.")
+    body += figure_html(pngs["confusion-normalized.png"], "Confusion matrix, each row divided by its class's images.")
     pairs = ev.most_confused()
     if pairs:
         body += paragraph("Most confused: " + "; ".join(f"{t} → {p} ({n})" for t, p, n in pairs))
-    sections.append(Section("Test results", body))
+    sections = [Section("Test results", body)]
+    if (ev.predictions != ev.labels).any():
+        sections.append(Section("Misclassified", figure_html(pngs["misclassified.png"],
+                                                             "Wrong predictions the model was surest of.")))
+    return sections
 
-    # 4. The most confident mistakes
-    idx = most_confident_mistakes(ev.probabilities, ev.labels, k=24)
-    if len(idx):
-        imgs = data.test_x[idx].permute(0, 2, 3, 1).numpy()        # (N, H, W, C)
-        imgs = imgs[..., 0] if imgs.shape[-1] == 1 else imgs
-        caps = [f"#{i} true: {classes[ev.labels[i]]}\npred: {classes[ev.predictions[i]]} "
-                f"({ev.probabilities[i].max():.2f})" for i in idx]
-        sections.append(Section("Misclassified", figure_html(
-            figures.gallery(imgs, caps, "most confidently misclassified test images"),
-            "Wrong predictions the model was surest of.")))
 
-    # 5. Kernels of every conv layer
-    conv = [l for l in model.infos if l.spec.kind == "conv"]
-    if conv:
-        body = Html("")
-        for n in range(len(conv)):
-            ks = kernels(model, n)
-            o, i, k, _ = ks.weights.shape
-            body += figure_html(figures.kernel_grid(ks.weights, f"{ks.layer}: {o} kernels {k}×{k}×{i}",
-                                                    summary="per_input"),
-                                f"{ks.layer}: the learned numbers inside the filters, one tile per kernel"
-                                + (" and input channel (first 8 inputs)" if i > 1 else "") + ".")
-        sections.append(Section("Kernels", body))
+def _kernels_section(model: ConvNet) -> Section | None:
+    """The learned numbers inside the filters of every conv layer."""
+    figs = views.all_kernel_figures(model)
+    if not figs:
+        return None
+    body = Html("")
+    for ks, _, png in figs:
+        body += figure_html(png, f"{ks.layer}: the learned numbers inside the filters, one tile per kernel"
+                            + (" and input channel (first 8 inputs)" if ks.weights.shape[1] > 1 else "") + ".")
+    return Section("Kernels", body)
 
-    # 6. Feature maps of one image, the filter across images and layers, and an explanation
-    image = data.test_x[inspect_index]
-    label = classes[int(data.test_y[inspect_index])]
-    top = top_k(model, image, classes, k=3)
-    body = paragraph(f"Test image {inspect_index} ({label}); predicted: "
-                     + ", ".join(f"{c} {p:.1%}" for c, p in top))
-    for layer in activations(model, image):
-        if layer.output.ndim == 3:
-            body += figure_html(figures.feature_map_grid(layer.output, f"{layer.name} ({layer.type}) {layer.shape}"),
-                                f"{layer.name}: all {layer.output.shape[0]} output maps.")
-    if conv:
+
+def _feature_maps_section(run: Run, model: ConvNet, data, index: int, compare_images, filter_index: int) -> Section:
+    """Every layer's maps for one test image, one filter across images and layers, and an explanation."""
+    looked = views.test_image(data, index, "inspect_index")
+    ex = views.explain(model, looked.image, run.classes, need_cam=False)
+    body = paragraph(f"Test image {index} ({run.classes[looked.true]}); predicted: "
+                     + ", ".join(f"{c} {p:.1%}" for c, p in ex.top))
+    for layer, png in views.layer_figures(model, looked.image, looked.label):
+        if png is not None:
+            body += figure_html(png, f"{layer.name}: all {layer.output.shape[0]} output maps.")
+    if ex.cam is not None:
         chans = min(l.out_shape[0] for l in model.infos if l.spec.kind in ("conv", "maxpool"))
         f_idx = filter_index if filter_index < chans else 0
         chosen = [i for i in compare_images if i < len(data.test_y)]
-        grid = filter_across_images(model, data.test_x[chosen], f_idx)
-        rows_l = [f"#{i} {classes[int(data.test_y[i])]}" for i in chosen]
-        body += figure_html(figures.filter_comparison(grid.maps, rows_l, [c.split()[0] for c in grid.col_labels],
-                                                      f"filter {f_idx} across layers"),
-                            f"The study note's figure: filter {f_idx} on several test images (rows) "
-                            "through the conv and pooling layers (columns).")
-        cam = grad_cam(model, image, method="layercam")
-        body += figure_html(figures.explanation(image.float().mean(0).numpy() / 255, saliency(model, image), cam.cam,
-                                                top, true_label=label,
-                                                layer_name=cam.layer, cam_name="LayerCAM"),
+        _, png = views.filter_figure(model, data, chosen, f_idx)
+        body += figure_html(png, f"The study note's figure: filter {f_idx} on several test images (rows) "
+                                 "through the conv and pooling layers (columns).")
+        body += figure_html(ex.png(looked, run.classes),
                             "Where the prediction comes from: gradient saliency, and LayerCAM (Grad-CAM with a "
                             "weight per position) on the last conv layer. Plain Grad-CAM's one weight per filter "
                             "lands on the background behind this flatten-dense head: `convlens explain --cam gradcam`.")
-    sections.append(Section("Feature maps", body))
+    return Section("Feature maps", body)
 
-    # 7. The convolution lab on a sample: sum(pixel × kernel), then max pooling
-    sample = data.test_x[lab_index, 0].numpy()
+
+def _lab_section(data, index: int) -> Section:
+    """The convolution lab on a sample: sum(pixel × kernel), then max pooling."""
+    image, label = views.lab_sample(data, index, "lab_index")
     body = Html("")
     for kernel in ("vertical", "horizontal"):
-        lab = convolution_lab(sample, kernel)
-        px = lab.pixel
-        body += figure_html(figures.convolution_lab(lab.image, lab.kernel, lab.kernel_name, lab.result, lab.pooled,
-                                                    lab.shapes, pixel=(px.row, px.col), patch_origin=(px.top, px.left),
-                                                    arithmetic_text=px.text()),
-                            f"The {kernel}-edge kernel on test image {lab_index}: {lab.shapes}; the reference sum "
-                            f"equals torch's conv2d to {lab.torch_max_diff:.1e}.")
-    sections.append(Section("Convolution lab", body))
-
-    cfg = run.config
-    subtitle = (f"{cfg.get('model', info['spec'])} · {info.get('dataset', '')} · {res.get('epochs_run', '?')} epochs · "
-                f"test accuracy {res.get('test_accuracy', float('nan')):.2%} · recipe {cfg.get('recipe', '')}")
-    return render_report(f"convlens report: {run.name}", subtitle, sections)
+        lab = convolution_lab(image, kernel)
+        body += figure_html(views.lab_figure(lab), f"The {kernel}-edge kernel on {label}: {lab.shapes}; the "
+                            f"reference sum equals torch's conv2d to {lab.torch_max_diff:.1e}.")
+    return Section("Convolution lab", body)
 
 
-def _shape(shape) -> str:
-    from .summary import shape_text
-    return shape_text(tuple(shape))
+def build_run_report(run: Run, data, lab_index: int = 0, inspect_index: int = 0, compare_images=(0, 7, 26),
+                     filter_index: int = 6, device="cpu") -> str:
+    """The HTML of a run's report: model, curves, test metrics, mistakes, kernels, feature maps, lab."""
+    model = run.load_model(device)
+    ev = evaluate(model, data.test_x, data.test_y, run.classes)
+    sections = [_model_section(run), _curves_section(run), *_results_sections(run, ev, data),
+                _kernels_section(model),
+                _feature_maps_section(run, model, data, inspect_index, compare_images, filter_index),
+                _lab_section(data, lab_index)]
+    res = run.results
+    subtitle = (f"{run.config.model} · {run.model_info.dataset} · {res.get('epochs_run', '?')} epochs · "
+                f"test accuracy {res.get('test_accuracy', float('nan')):.2%} · recipe {run.config.recipe}")
+    return render_report(f"convlens report: {run.name}", subtitle, [s for s in sections if s is not None])
 
 
-def write_run_report(run, out=None, data=None, data_dir=None, device="cpu"):
+def write_run_report(run: Run, out=None, data=None, data_dir=None, device="cpu") -> Path:
     """Write RUN/report.html (or `out`) atomically; returns its path."""
-    from pathlib import Path
-
-    from .runs import write_atomic
     if data is None:
-        data = run.dataset(data_dir)
+        data = views.data_of(run, data_dir)
     path = Path(out) if out else run.path / "report.html"
     write_atomic(path, build_run_report(run, data, device=device).encode())
     return path

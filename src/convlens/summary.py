@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .models import PRESETS, LayerInfo, layer_infos, resolve
-
-
-def shape_text(shape: tuple[int, ...]) -> str:
-    """(64, 26, 26) -> '26×26×64' (height × width × channels, as Keras prints it); (1600,) -> '1600'."""
-    if len(shape) == 3:
-        c, h, w = shape
-        return f"{h}×{w}×{c}"
-    return "×".join(str(d) for d in shape)
+from .models import PRESETS, LayerInfo, layer_infos, resolve, shape_text
 
 
 @dataclass(frozen=True)

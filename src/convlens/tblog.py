@@ -5,7 +5,7 @@
 Per epoch: loss, accuracy, validation loss and accuracy, learning rate, epoch time (scalars)
 and every weight and bias (histograms). At the end: test loss and accuracy, the confusion
 matrix (counts and row-normalised) and every conv layer's feature maps for test image 0 as
-images, drawn by figures.py like everywhere else. Needs the optional `tensorboard` package.
+images, drawn by figures.py and charts.py like everywhere else. Needs the optional `tensorboard` package.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import charts, figures
 from .errors import ConvlensError
+from .inspect import activations
 
 
 def _image(png: bytes) -> np.ndarray:
@@ -54,14 +56,12 @@ class TensorBoardLog:
     def final(self, epoch: int, test_loss: float, test_accuracy: float, confusion: np.ndarray, model, data) -> None:
         """Test metrics, confusion matrices (the counts the run's test pass made) and feature maps,
         logged at the last epoch."""
-        from . import figures
-        from .inspect import activations
         self.writer.add_scalar("test/loss", test_loss, epoch)
         self.writer.add_scalar("test/accuracy", test_accuracy, epoch)
         classes = list(data.classes)
-        self.writer.add_image("confusion_matrix/counts", _image(figures.confusion_matrix(confusion, classes)), epoch)
+        self.writer.add_image("confusion_matrix/counts", _image(charts.confusion_matrix(confusion, classes)), epoch)
         self.writer.add_image("confusion_matrix/normalized",
-                              _image(figures.confusion_matrix(confusion, classes, normalize=True)), epoch)
+                              _image(charts.confusion_matrix(confusion, classes, normalize=True)), epoch)
         if len(data.test_y):
             label = data.classes[int(data.test_y[0])]
             for layer in activations(model, data.test_x[0]):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .idx import images_and_labels, read_idx
 
 CSV_TEST_SHARE = 0.2          # a single CSV file: this share, seeded, becomes the test set
 CSV_SPLIT_SEED = 0
@@ -47,15 +48,14 @@ def class_names(folder: Path, labels: list[torch.Tensor]) -> tuple[str, ...]:
 
 def load_idx_dir(folder: Path):
     """(train_x, train_y, test_x, test_y, classes) from the four IDX files of a folder."""
-    from .data import _images_and_labels, read_idx
     if not folder.is_dir():
         raise DataError(f"idx:{folder}: no such folder")
     files = {role: _one(folder, pats, role.replace("_", " ")) for role, pats in (
         ("train_images", ("train-images*",)), ("train_labels", ("train-labels*",)),
         ("test_images", ("t10k-images*", "test-images*")), ("test_labels", ("t10k-labels*", "test-labels*")))}
     arrays = {role: read_idx(path) for role, path in files.items()}
-    train_x, train_y = _images_and_labels(arrays["train_images"], arrays["train_labels"], f"{folder} train")
-    test_x, test_y = _images_and_labels(arrays["test_images"], arrays["test_labels"], f"{folder} test")
+    train_x, train_y = images_and_labels(arrays["train_images"], arrays["train_labels"], f"{folder} train")
+    test_x, test_y = images_and_labels(arrays["test_images"], arrays["test_labels"], f"{folder} test")
     for y, role in ((train_y, "train_labels"), (test_y, "test_labels")):
         if len(y) and int(y.min()) < 0:
             raise DataError(f"{files[role]}: negative label {int(y.min())}")

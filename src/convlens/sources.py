@@ -1,13 +1,13 @@
-"""Datasets: the IDX reader, where the files are found, verified downloads, splits.
+"""Where a registered dataset's files are: found in the lookup order, downloaded, verified.
 
-Images stay uint8 (N, C, H, W) tensors end to end; the engine scales them to
-[0, 1] a batch at a time, so the user never reshapes or divides by 255 (the
-seed's `reshape(-1, 28, 28, 1)` and `/ 255.`).
+Looked up in order: --data-dir, $CONVLENS_DATA, the user cache, the distribution package's
+folder (Debian's dataset-fashion-mnist), then a download from the registry's mirrors,
+https only, SHA-256 checked in a temporary file and renamed into the cache only when right.
+registry.py says what the files are; this module finds them.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import ipaddress
 import os
@@ -21,75 +21,10 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from .errors import DataError
-from .registry import (DATASETS, EMNIST_BALANCED, FASHION_MNIST, KMNIST, KMNIST_KANA, MNIST,  # noqa: F401 (re-exported)
-                       Archive, DatasetInfo, IdxFile, dataset_info)
+from .idx import MAX_IDX_BYTES, read_bytes
+from .registry import DatasetInfo, IdxFile
 
-# IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT"); big-endian.
-IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
-              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-MAX_IDX_BYTES = 1 << 30  # 1 GiB decompressed: EMNIST-byclass is ~0.6 GB; more is a bomb.
-
-
-def parse_idx(buf: bytes, source: str) -> np.ndarray:
-    """Parse IDX bytes into an array, checking magic, type code, dimensions and exact length."""
-    if len(buf) < 4:
-        raise DataError(f"{source}: not an IDX file: {len(buf)} bytes, shorter than the 4-byte header")
-    if buf[0] != 0 or buf[1] != 0:
-        raise DataError(f"{source}: not an IDX file: magic number starts {buf[0]:#04x} {buf[1]:#04x}, expected 0x00 0x00")
-    type_code, ndim = buf[2], buf[3]
-    if type_code not in IDX_DTYPES:
-        raise DataError(f"{source}: unknown IDX type code {type_code:#04x} (expected one of "
-                        + ", ".join(f"{c:#04x}" for c in IDX_DTYPES) + ")")
-    if not 1 <= ndim <= 4:
-        raise DataError(f"{source}: IDX header says {ndim} dimensions; convlens reads 1 to 4")
-    header = 4 + 4 * ndim
-    if len(buf) < header:
-        raise DataError(f"{source}: truncated IDX header: {len(buf)} bytes, the {ndim} dimension sizes need {header}")
-    dims = tuple(int.from_bytes(buf[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = IDX_DTYPES[type_code]
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(buf) != expected:
-        what = "truncated" if len(buf) < expected else "has trailing bytes"
-        raise DataError(f"{source}: {what}: header says {'×'.join(map(str, dims))} {dtype.name} "
-                        f"= {expected:,} bytes, file has {len(buf):,}")
-    # One copy: writable, native byte order (the buffer itself is read-only bytes).
-    return np.frombuffer(buf, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="), copy=True)
-
-
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped when it is gzip (by content, not name), capped at MAX_IDX_BYTES."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-            f.seek(0)
-            if head != b"\x1f\x8b":
-                data = f.read(MAX_IDX_BYTES + 1)
-            else:
-                with gzip.GzipFile(fileobj=f) as gz:
-                    data = gz.read(MAX_IDX_BYTES + 1)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise DataError(f"{path}: damaged gzip file ({e or 'ends early'})") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-    if len(data) > MAX_IDX_BYTES:
-        raise DataError(f"{path}: larger than {MAX_IDX_BYTES >> 20} MiB decompressed; refusing to read it")
-    return data
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file, raw or gzip, into a NumPy array; a DataError names the file and the fault."""
-    path = Path(path)
-    return parse_idx(read_bytes(path), str(path))
-
-
-# ---------------------------------------------------------------------------
-# Finding, downloading and verifying a registered dataset's files (registry.py describes them)
 
 def cache_dir(name: str) -> Path:
     """Where downloads of dataset `name` live: $XDG_CACHE_HOME/convlens/NAME (default ~/.cache)."""
@@ -340,96 +275,3 @@ def verify(info: DatasetInfo, data_dir: str | os.PathLike | None = None) -> list
             rows.append((loc, False, f"SHA-256 mismatch: file {stored[:16]}…, expected the official .gz's "
                                      f"{f.sha256_gz[:16]}… (no content checksum is recorded for other copies)"))
     return rows
-
-
-# ---------------------------------------------------------------------------
-# The loaded dataset
-
-@dataclass
-class Dataset:
-    """Images as uint8 (N, C, H, W), labels as int64 (N,); val is held out of train.
-
-    The images are tensors in memory, or for a large image folder StreamedImages (folders.py),
-    which index like tensors and decode from disk when asked.
-    """
-    name: str
-    classes: tuple[str, ...]
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    skipped: tuple[tuple[str, str], ...] = ()     # image folders: (file, why) of each file left out
-    files: dict | None = None                     # image folders: the files kept (folders.load_folder)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of one image."""
-        return tuple(self.train_x.shape[1:])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-def _images_and_labels(images: np.ndarray, labels: np.ndarray, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise DataError(f"{what}: expected uint8 images of shape N×H×W, got {images.dtype} {images.shape}")
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise DataError(f"{what}: {len(images):,} images but labels of shape {labels.shape}")
-    return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
-
-
-def split_train_val(n: int, val_split: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded (train_idx, val_idx) with round(n × val_split) held out for validation."""
-    if not 0.0 <= val_split < 1.0:
-        raise DataError(f"--val-split must be in [0, 1), got {val_split}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = round(n * val_split)
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
-
-
-def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None = None,
-                 val_split: float = 0.1, seed: int = 0, image_size: tuple[int, int] | None = None,
-                 channels: int | None = None, stream: bool = False) -> Dataset:
-    """Load a dataset with a seeded validation split: a registered one (finding or fetching its files)
-    or your own, `idx:DIR` or `csv:PATH` (userdata.py) or `folder:DIR` (folders.py; image_size,
-    channels and stream apply to folders only)."""
-    from .folders import load_folder, take
-    from .userdata import load_csv, load_idx_dir
-    kind, sep, where = name.partition(":")
-    if (image_size or channels or stream) and kind != "folder":
-        raise DataError("--image-size, --channels and --stream apply to image folders (--dataset folder:PATH)")
-    skipped, files = (), None
-    if sep:
-        if kind not in ("idx", "csv", "folder") or not where:
-            raise DataError(f"dataset {name!r}: use a registered name ({', '.join(DATASETS)}), "
-                            f"idx:FOLDER, csv:PATH or folder:PATH")
-        path = Path(where).expanduser()
-        if kind == "folder":
-            train_x, train_y, test_x, test_y, classes, skipped, files = load_folder(path, image_size, channels,
-                                                                                   stream)
-        else:
-            train_x, train_y, test_x, test_y, classes = load_idx_dir(path) if kind == "idx" else load_csv(path)
-    else:
-        info = dataset_info(name)
-        paths = {loc.role: loc.path for loc in fetch(info, data_dir)}
-        arrays = {role: read_idx(path) for role, path in paths.items()}
-        train_x, train_y = _images_and_labels(arrays["train_images"], arrays["train_labels"], f"{name} train")
-        test_x, test_y = _images_and_labels(arrays["test_images"], arrays["test_labels"], f"{name} test")
-        if info.transposed:   # stored (N, 1, W, H), column by column; swap to (N, 1, H, W) so letters stand upright
-            train_x, test_x = train_x.transpose(2, 3).contiguous(), test_x.transpose(2, 3).contiguous()
-        classes = info.classes
-    for y, what in ((train_y, "train"), (test_y, "test")):
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
-            raise DataError(f"{name} {what} labels outside 0..{len(classes) - 1}")
-    train_idx, val_idx = split_train_val(len(train_y), val_split, seed)
-    return Dataset(name, classes, take(train_x, train_idx), train_y[train_idx], take(train_x, val_idx),
-                   train_y[val_idx], test_x, test_y, tuple(skipped), files)
-
-
-def load_fashion_mnist(data_dir: str | os.PathLike | None = None, val_split: float = 0.1,
-                       seed: int = 0) -> Dataset:
-    """Fashion-MNIST: 60,000 training (less the validation split) and 10,000 test images, 28×28."""
-    return load_dataset("fashion-mnist", data_dir, val_split, seed)

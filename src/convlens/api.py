@@ -1,0 +1,329 @@
+"""The explorer's JSON API, one router per area: runs, evaluate, inspect, lab, train.
+
+Every number and picture comes from the modules the CLI and the report use (views.py and
+below): summaries, metrics, feature maps, kernels, explanations, the lab, the comparison
+table; curves, kernels and explanations are served as the very PNGs figures.py and charts.py
+draw for the CLI and the report. The server's state (explorer.Explorer) and training jobs
+(jobs.Jobs) are reached through the app (request.app.state).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+
+import numpy as np
+import torch
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import Response
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from . import views
+from .attribution import top_k
+from .compare import comparison_rows
+from .config import TrainConfig
+from .convolution import KERNEL_DESCRIPTIONS, NAMED_KERNELS, convolution_lab
+from .errors import ConvlensError
+from .images import MAX_FILE_BYTES
+from .inspect import activations, conv_arithmetic_at, kernels, misclassified, receptive_field
+from .models import PRESETS, conv_layers
+from .plotting import COLORMAPS, colormap_table
+from .summary import summarize
+
+runs_api, evaluate_api, inspect_api, lab_api, train_api = (APIRouter() for _ in range(5))
+Name = str                     # a run's name; Explorer.run refuses anything that is not one
+Index = Query(None, ge=0, description="a test image")
+ImageId = Query(None, max_length=64, description="an uploaded image instead")
+Invert = Query("auto", pattern="^(auto|yes|no)$")
+
+
+def explorer(request: Request):
+    return request.app.state.explorer
+
+
+def jobs(request: Request):
+    return request.app.state.jobs
+
+
+def encode_maps(a: np.ndarray) -> dict:
+    """A float array (C, H, W) as per-channel min/max and base64 uint8 — a tenth of the JSON of floats."""
+    a = np.asarray(a, dtype=np.float32)
+    flat = a.reshape(a.shape[0], -1)
+    lo, hi = flat.min(1), flat.max(1)
+    scaled = (flat - lo[:, None]) / np.where(hi > lo, hi - lo, 1)[:, None]
+    data = np.round(scaled * 255).astype(np.uint8)
+    return {"shape": list(a.shape), "min": lo.tolist(), "max": hi.tolist(),
+            "data": base64.b64encode(data.tobytes()).decode()}
+
+
+def encode_image(image: torch.Tensor) -> dict:
+    """A uint8 image (C, H, W) as base64 bytes, as it is."""
+    return {"shape": list(image.shape), "data": base64.b64encode(image.contiguous().numpy().tobytes()).decode()}
+
+
+def png(data: bytes, cache: bool = False) -> Response:
+    return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"} if cache else None)
+
+
+# ---------------------------------------------------------------------------
+# runs: presets, specs, the runs folder, comparisons
+
+@runs_api.get("/api/presets")
+def presets():
+    return [{"name": n, "spec": spec, "description": d} for n, (spec, d) in PRESETS.items()]
+
+
+@runs_api.get("/api/summary")
+def summary(model: str = Query("seed", max_length=500), channels: int = Query(1, ge=1, le=64),
+            size: int = Query(28, ge=1, le=4096), classes: int = Query(10, ge=1, le=10000)):
+    """The layer table of any spec, as the page types it; 400 with the bad token's position."""
+    return summarize(model, (channels, size, size), classes).to_dict()
+
+
+@runs_api.get("/api/colormaps")
+def colormaps():
+    """The colour maps figures.py draws with, as 256 RGB bytes each: the page colours its canvases alike."""
+    return {role: base64.b64encode(colormap_table(name).tobytes()).decode() for role, name in COLORMAPS.items()}
+
+
+@runs_api.get("/api/runs")
+def list_runs(ex=Depends(explorer)):
+    out = []
+    for path in sorted(ex.runs_dir.glob("*/model.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            run = ex.run(path.parent.name)
+        except (ConvlensError, HTTPException):
+            continue                     # a folder being written or damaged: not listed
+        res = run.results
+        out.append({"name": run.name, "model": run.config.model, "spec": run.model_info.spec,
+                    "dataset": run.model_info.dataset, "epochs": len(run.metrics), "epochs_planned": run.config.epochs,
+                    "test_accuracy": res.get("test_accuracy"),
+                    "state": "finished" if res and not res.get("interrupted") else "stopped" if res
+                    else "training or stopped", "created": run.record.get("created")})
+    return out
+
+
+@runs_api.get("/api/runs/{name}")
+def run_detail(name: Name, ex=Depends(explorer)):
+    run = ex.run(name)
+    s = summarize(run.model_info.spec, run.input_shape, len(run.classes))
+    return {"name": run.name, "config": {**run.config.to_json(), **run.record}, "model": run.model_info.to_json(),
+            "metrics": run.metrics, "results": run.results, "summary": s.to_dict()}
+
+
+@runs_api.get("/api/runs/{name}/curves.png")
+def run_curves(name: Name, ex=Depends(explorer)):
+    return png(views.curves_figure([ex.run(name)]))
+
+
+@runs_api.get("/api/compare")
+def compare(runs: list[str] = Query(min_length=1, max_length=16), ex=Depends(explorer)):
+    """The comparison table of `convlens compare`, for the same runs."""
+    head, rows = comparison_rows([ex.run(name) for name in runs])
+    return {"head": head, "rows": rows}
+
+
+@runs_api.get("/api/compare/curves.png")
+def compare_curves(runs: list[str] = Query(min_length=1, max_length=16), ex=Depends(explorer)):
+    return png(views.curves_figure([ex.run(name) for name in runs]))
+
+
+# ---------------------------------------------------------------------------
+# evaluate: metrics, confusion-matrix cells, test images
+
+@evaluate_api.get("/api/runs/{name}/evaluation")
+def evaluation(name: Name, ex=Depends(explorer)):
+    return ex.evaluation(ex.finished(name)).to_dict()
+
+
+@evaluate_api.get("/api/runs/{name}/cell")
+def cell(name: Name, true: int = Query(ge=0), predicted: int = Query(ge=0), limit: int = Query(60, ge=1, le=500),
+         ex=Depends(explorer)):
+    """The test images of one confusion-matrix cell, surest first."""
+    ev = ex.evaluation(ex.finished(name))
+    k = len(ev.classes)
+    if true >= k or predicted >= k:
+        raise HTTPException(400, f"classes are 0 to {k - 1}")
+    idx = misclassified(ev.probabilities, ev.labels, true, predicted)
+    return {"true": ev.classes[true], "predicted": ev.classes[predicted], "count": int(len(idx)),
+            "images": [{"index": int(i), "probability": float(ev.probabilities[i, predicted])} for i in idx[:limit]]}
+
+
+@evaluate_api.get("/api/runs/{name}/test/{index}.png")
+def test_image(name: Name, index: int, ex=Depends(explorer)):
+    run = ex.run(name)
+    arr = ex.looked(run, index, None).image.numpy()
+    buf = io.BytesIO()
+    Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)).save(buf, "PNG")
+    return png(buf.getvalue(), cache=True)
+
+
+# ---------------------------------------------------------------------------
+# inspect: uploads, every layer of one image, the explanation, one pixel's arithmetic, kernels
+
+@inspect_api.post("/api/upload")
+async def upload(file: UploadFile = File(...), ex=Depends(explorer)):
+    """An image file (or a canvas drawing as PNG): decoded once, kept for inspection and the lab."""
+    data = await file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise HTTPException(413, f"{file.filename}: over the {MAX_FILE_BYTES >> 20} MiB limit")
+    image_id, img = ex.keep_upload(data, file.filename or "upload")          # ImageError → 400 with its message
+    return {"image_id": image_id, "name": file.filename, "format": img.format, "width": img.width,
+            "height": img.height}
+
+
+def inspection(run, model, looked: views.Looked, k: int, cam: str) -> dict:
+    """Everything the Inspect view shows about one image: top-k, every layer's output (maps as base64
+    uint8), the class activation map and the gradient saliency (views.explain, as the CLI and report)."""
+    t0 = time.perf_counter()
+    layers = []
+    for layer in activations(model, looked.image):
+        entry = {"index": layer.index, "name": layer.name, "type": layer.type, "kind": layer.kind, "shape": layer.shape}
+        if layer.output.ndim == 3:
+            entry["maps"] = encode_maps(layer.output)
+        else:
+            entry["values"] = layer.output[:256].round(5).tolist()
+        layers.append(entry)
+    ex = views.explain(model, looked.image, run.classes, cam, k, need_cam=False)
+    return {"label": looked.label, "true": looked.true,
+            "true_class": run.classes[looked.true] if looked.true is not None else None,
+            "input": encode_image(looked.image), "top": [{"class": c, "probability": p} for c, p in ex.top],
+            "layers": layers,
+            "cam": {"method": ex.cam_name, "layer": ex.cam.layer, "target": run.classes[ex.cam.target],
+                    "map": ex.cam.cam.round(4).tolist()} if ex.cam else None,
+            "saliency": ex.saliency.round(4).tolist(), "time_ms": round((time.perf_counter() - t0) * 1000, 1)}
+
+
+@inspect_api.get("/api/runs/{name}/inspect")
+def inspect(name: Name, index: int | None = Index, image_id: str | None = ImageId, invert: str = Invert,
+            k: int = Query(5, ge=1, le=100), cam: str = Query("layercam", pattern="^(layercam|gradcam)$"),
+            ex=Depends(explorer)):
+    """Everything about one image: top-k, every layer's output, LayerCAM (or Grad-CAM) and saliency."""
+    run = ex.finished(name)
+    model, looked = ex.model(run), ex.looked(run, index, image_id, invert)
+    with ex.heavy:
+        return inspection(run, model, looked, k, cam)
+
+
+@inspect_api.get("/api/runs/{name}/explain.png")
+def explain_png(name: Name, index: int | None = Index, image_id: str | None = ImageId, invert: str = Invert,
+                cam: str = Query("layercam", pattern="^(layercam|gradcam)$"), ex=Depends(explorer)):
+    """The explanation picture of `convlens explain` and the report, for this image."""
+    run = ex.finished(name)
+    model, looked = ex.model(run), ex.looked(run, index, image_id, invert)
+    with ex.heavy:
+        return png(views.explain(model, looked.image, run.classes, cam, need_cam=False).png(looked, run.classes))
+
+
+@inspect_api.get("/api/runs/{name}/predict")
+def predict(name: Name, index: int | None = Index, image_id: str | None = ImageId, invert: str = Invert,
+            k: int = Query(3, ge=1, le=100), ex=Depends(explorer)):
+    run = ex.finished(name)
+    looked = ex.looked(run, index, image_id, invert)
+    return {"label": looked.label, "top": [{"class": c, "probability": p}
+                                           for c, p in top_k(ex.model(run), looked.image, run.classes, k)]}
+
+
+@inspect_api.get("/api/runs/{name}/arithmetic")
+def arithmetic(name: Name, layer: str = Query(max_length=64), channel: int = Query(ge=0), row: int = Query(ge=0),
+               col: int = Query(ge=0), index: int | None = Index, image_id: str | None = ImageId,
+               invert: str = Invert, ex=Depends(explorer)):
+    """One output pixel of a conv layer: the patch it sees, the kernel, their products, sum, bias, activation."""
+    run = ex.finished(name)
+    model, looked = ex.model(run), ex.looked(run, index, image_id, invert)
+    a = conv_arithmetic_at(model, looked.image, layer, channel, row, col)
+    return {"layer": a.layer, "input_from": a.input_from, "channel": a.channel, "row": a.row, "col": a.col,
+            "top_left": list(a.top_left), "stride": a.stride, "padding": a.padding,
+            "patch": a.patch.tolist(), "kernel": a.kernel.tolist(), "products": a.products.tolist(),
+            "channel_sums": a.products.sum(axis=(1, 2)).tolist(), "total": a.total, "bias": a.bias,
+            "pre_activation": a.pre_activation, "activation": a.activation, "value": a.value,
+            "receptive_field": list(receptive_field(model, layer, row, col))}
+
+
+@inspect_api.get("/api/runs/{name}/kernels")
+def run_kernels(name: Name, ex=Depends(explorer)):
+    """Every conv layer's kernels: its shape and weights (the first 8 input channels of deeper layers)."""
+    model, out = ex.model(ex.finished(name)), []
+    for n in range(len(conv_layers(model))):
+        ks = kernels(model, n)
+        o, i, kh, kw = ks.weights.shape
+        shown = ks.weights[:, :min(i, 8)]
+        out.append({"layer": ks.layer, "shape": [o, i, kh, kw], "shown_inputs": int(shown.shape[1]),
+                    "weights": shown.round(5).tolist(), "bias": ks.bias.round(5).tolist()})
+    return out
+
+
+@inspect_api.get("/api/runs/{name}/kernels/{layer}.png")
+def kernel_png(name: Name, layer: int, ex=Depends(explorer)):
+    """A conv layer's kernels as the picture `convlens filters` and the report draw."""
+    return png(views.kernel_figure(ex.model(ex.finished(name)), layer)[2])
+
+
+# ---------------------------------------------------------------------------
+# lab: a kernel on an image, as sum(pixel × kernel)
+
+class ConvolveRequest(BaseModel):
+    kernel: str = Field("vertical", max_length=2000)
+    stride: int = Field(1, ge=1, le=16)
+    padding: int = Field(0, ge=0, le=16)
+    pool: int = Field(2, ge=0, le=16)
+    index: int | None = Field(None, ge=0, description="Fashion-MNIST test image (default 0)")
+    image_id: str | None = Field(None, max_length=64, description="an uploaded image instead")
+    row: int | None = None
+    col: int | None = None
+
+
+@lab_api.get("/api/kernels")
+def named_kernels():
+    return [{"name": n, "kernel": np.asarray(k).tolist(), "about": KERNEL_DESCRIPTIONS.get(n, "")}
+            for n, k in NAMED_KERNELS.items()]
+
+
+@lab_api.post("/api/convolve")
+def convolve(req: ConvolveRequest, ex=Depends(explorer)):
+    """The convolution lab on a test image or an upload: result, pooled result, one pixel's arithmetic."""
+    image, label = ex.lab_input(req.index, req.image_id)
+    pixel = (req.row, req.col) if req.row is not None and req.col is not None else None
+    lab = convolution_lab(image, req.kernel, req.stride, req.padding, req.pool, pixel)
+    px = lab.pixel
+    return {"label": label, "kernel_name": lab.kernel_name, "kernel": np.asarray(lab.kernel).tolist(),
+            "image": encode_maps(lab.image[None]), "result": encode_maps(lab.result[None]),
+            "pooled": encode_maps(lab.pooled[None]) if lab.pooled is not None else None, "shapes": lab.shapes,
+            "torch_max_diff": lab.torch_max_diff,
+            "pixel": {"row": px.row, "col": px.col, "top": px.top, "left": px.left, "text": px.text(),
+                      "value": float(lab.result[px.row, px.col])}}
+
+
+# ---------------------------------------------------------------------------
+# train: jobs that run `convlens train` in a process of their own
+
+class TrainRequest(BaseModel):
+    model: str = Field("seed", max_length=500, description="preset name or spec")
+    epochs: int = Field(5, ge=1, le=200)
+    batch_size: int | None = Field(None, ge=1, le=8192)
+    lr: float | None = Field(None, gt=0, lt=10)
+    name: str | None = Field(None, max_length=128)
+
+
+@train_api.post("/api/train", status_code=202)
+def start_training(req: TrainRequest, ex=Depends(explorer), js=Depends(jobs)):
+    config = TrainConfig(model=req.model, epochs=req.epochs, batch_size=req.batch_size, lr=req.lr,
+                         runs_dir=str(ex.runs_dir), name=req.name, data_dir=js.data_dir, device=js.device)
+    return js.start(config).to_dict()
+
+
+@train_api.get("/api/jobs")
+def list_jobs(js=Depends(jobs)):
+    return [j.to_dict() for j in js.jobs.values()]
+
+
+@train_api.get("/api/jobs/{job_id}")
+def job(job_id: str, js=Depends(jobs)):
+    return js.get(job_id).to_dict()
+
+
+@train_api.post("/api/jobs/{job_id}/stop")
+def stop_job(job_id: str, js=Depends(jobs)):
+    return js.stop(job_id).to_dict()

@@ -1,0 +1,205 @@
+"""Training recipes and the training configuration: every setting of a run, declared once.
+
+`TrainConfig` is the one description of a run's training. Each field carries its flag's help
+text and type, so `convlens train`'s flags are generated from it (cli.py), the explorer's
+training jobs turn it back into those flags (`to_argv`), and a run's config.json is read back
+into it strictly (`from_json`). Values are checked once, when a config is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+
+from .dataref import DatasetRef, parse_image_size
+from .engine import check_device_name
+from .errors import ConvlensError, RunError
+from .models import parse_spec
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained; `--recipe NAME` picks one, flags override single fields."""
+    name: str
+    batch_size: int          # images per optimizer step
+    lr: float                # peak learning rate of Adam
+    schedule: str            # "constant", or "onecycle": cosine warm-up from lr/25 to lr, cosine decay to ~0
+    warmup: float            # fraction of all steps spent warming up (onecycle)
+    label_smoothing: float   # share of the target mass spread over all classes
+    init: str                # "torch" (Kaiming-uniform) or "glorot" (Keras's default, zero biases)
+    eps: float               # Adam epsilon (Keras 1e-7, PyTorch 1e-8)
+    val_split: float         # default share held out for validation (keras: 0, all 60,000 like the seed)
+    normalize: bool = False  # train on (pixel - mean) / std, folded into the first layer afterwards
+    flip: bool = False       # mirror half of each batch left-right (clothes are left-right symmetric)
+
+
+RECIPES = {
+    # Least wall time to the seed's 91.28 % on the 2-core CPU (benchmarks/RESULTS.md): 3 epochs.
+    "fast": Recipe("fast", batch_size=64, lr=4e-3, schedule="onecycle", warmup=0.15, label_smoothing=0.1,
+                   init="glorot", eps=1e-8, val_split=0.1, normalize=True),
+    # The same, also trained on mirror images; reports flip test-time augmentation beside the plain score.
+    "flip": Recipe("flip", batch_size=64, lr=4e-3, schedule="onecycle", warmup=0.15, label_smoothing=0.1,
+                   init="glorot", eps=1e-8, val_split=0.1, normalize=True, flip=True),
+    # The seed notebook exactly: Adam(1e-3) constant, batch 32, every training image.
+    "keras": Recipe("keras", batch_size=32, lr=1e-3, schedule="constant", warmup=0.0,
+                    label_smoothing=0.0, init="glorot", eps=1e-7, val_split=0.0),
+}
+
+
+def _setting(default, help: str, kind: type = str, optional: bool = False, **flag):
+    """A TrainConfig field: its default, and what its `convlens train` flag says and takes.
+    kind: bool (a switch), int, float or str; optional: None is allowed ("the recipe's")."""
+    return field(default=default, metadata={"help": help, "kind": kind, "optional": optional, **flag})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `convlens train` takes; saved in config.json so the run can be repeated."""
+    model: str = _setting("seed", "preset ({presets}) or spec (default %(default)s)")
+    dataset: str = _setting("fashion-mnist", "a registered dataset (default %(default)s), or your own: "
+                            "folder:PATH (one sub-folder of images per class), idx:FOLDER (four IDX files) "
+                            "or csv:PATH (Kaggle layout: label,pixel1,…)")
+    data_dir: str | None = _setting(None, "folder with the dataset files (default: $CONVLENS_DATA, the cache, "
+                                    "/usr/share/datasets, then download)", optional=True)
+    image_size: str | None = _setting(None, "image folders: resize every image to this (64 or 48x64; default: "
+                                      "the most common size in the folder)", optional=True, metavar="S|HxW")
+    channels: int | None = _setting(None, "image folders: 1 grayscale or 3 RGB (default: 3 if any image has "
+                                    "colour)", int, optional=True, choices=(1, 3))
+    stream: bool = _setting(False, "image folders: decode from disk every epoch with worker processes, even when "
+                            "the images would fit in memory (above 1 GiB they always do)", bool)
+    recipe: str = _setting("fast", "training recipe (default %(default)s)", choices=tuple(RECIPES))
+    epochs: int = _setting(5, "passes over the data (default %(default)s)", int)
+    batch_size: int | None = _setting(None, "images per step (default: the recipe's)", int, optional=True)
+    lr: float | None = _setting(None, "peak learning rate (default: the recipe's)", float, optional=True)
+    label_smoothing: float | None = _setting(None, "(default: the recipe's)", float, optional=True)
+    seed: int = _setting(0, "random seed: weights, data order and validation split (default %(default)s)", int)
+    val_split: float | None = _setting(None, "share of training images held out for validation (default: the "
+                                       "recipe's, 0.1; keras: 0 = train on all 60,000 like the seed)", float,
+                                       optional=True)
+    early_stopping: int = _setting(0, "stop after PATIENCE epochs without a better validation loss, keep the best "
+                                   "weights (default 0: off)", int, metavar="PATIENCE")
+    device: str = _setting("auto", "auto | cpu | cuda (default %(default)s)")
+    precision: str = _setting("auto", "auto | fp32 | bf16 (default %(default)s)")
+    threads: int = _setting(0, "CPU threads (default: one per core)", int)
+    compile: bool = _setting(False, "torch.compile the model (off: on a 2-core CPU it compiled for 23 s and ran "
+                             "2× slower; compile time counts as training time)", bool)
+    checkpoint_every: int = _setting(0, "also write a checkpoint every STEPS optimizer steps (default: after each "
+                                     "epoch)", int, metavar="STEPS")
+    deterministic: bool = _setting(False, "bit-for-bit repeatable on the CPU: the same seed gives the same weights "
+                                   "(a little slower)", bool)
+    tensorboard: bool = _setting(False, "also write TensorBoard event files to RUN/tensorboard (scalars, "
+                                 "histograms, images)", bool)
+    runs_dir: str = _setting("runs", "where runs live (default %(default)s)")
+    name: str | None = _setting(None, "run name (default: MODEL-DATE-TIME)", optional=True)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_type(f, getattr(self, f.name))
+        parse_spec(self.model)
+        parse_image_size(self.image_size)
+        object.__setattr__(self, "_ref", DatasetRef.parse(self.dataset))
+        if self.recipe not in RECIPES:
+            raise ConvlensError(f"unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}")
+        object.__setattr__(self, "_settings", _apply(RECIPES[self.recipe], self))
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Reject impossible values before anything is loaded or written."""
+        if self.channels not in (None, 1, 3):
+            raise ConvlensError(f"--channels must be 1 or 3, got {self.channels}")
+        if self.epochs < 1:
+            raise ConvlensError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConvlensError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.lr is not None and not (0 < self.lr < 10):
+            raise ConvlensError(f"--lr must be in (0, 10), got {self.lr}")
+        if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
+            raise ConvlensError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.val_split is not None and not 0 <= self.val_split < 1:
+            raise ConvlensError(f"--val-split must be in [0, 1), got {self.val_split}")
+        if self.early_stopping < 0:
+            raise ConvlensError(f"--early-stopping must be 0 (off) or a patience ≥ 1, got {self.early_stopping}")
+        if self.early_stopping and self.settings.val_split == 0:
+            raise ConvlensError("--early-stopping watches the validation loss: it needs --val-split > 0")
+        check_device_name(self.device)
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConvlensError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.checkpoint_every < 0:
+            raise ConvlensError(f"--checkpoint-every must be ≥ 0 (0: after each epoch only), "
+                                f"got {self.checkpoint_every}")
+        if self.threads < 0:
+            raise ConvlensError(f"--threads must be ≥ 0, got {self.threads}")
+
+    @property
+    def settings(self) -> Recipe:
+        """The recipe with this config's overrides applied."""
+        return self._settings
+
+    @property
+    def dataset_ref(self) -> DatasetRef:
+        return self._ref
+
+    # -- the ways in and out: command line, config.json ----------------------------------
+    @classmethod
+    def from_args(cls, args) -> "TrainConfig":
+        """From an argparse namespace whose config flags default to SUPPRESS: given flags, else defaults."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+    @classmethod
+    def from_json(cls, obj: dict, source: str = "config.json") -> "TrainConfig":
+        """A run's config.json, strictly: an unknown key is an error that names it (keys an older
+        convlens did not write take their defaults)."""
+        unknown = sorted(set(obj) - {f.name for f in fields(cls)} - set(RECORDED))
+        if unknown:
+            raise RunError(f"{source}: unknown setting{'s' if len(unknown) > 1 else ''} "
+                           f"{', '.join(map(repr, unknown[:5]))}; known: {', '.join(f.name for f in fields(cls))}")
+        try:
+            return cls(**{f.name: obj[f.name] for f in fields(cls) if f.name in obj})
+        except ConvlensError as e:
+            raise RunError(f"{source}: {e}") from None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def to_argv(self) -> list[str]:
+        """The `convlens train` flags that give this config (settings left at their defaults are left out)."""
+        argv = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            text = repr(value) if isinstance(value, float) else str(value)
+            argv += [flag] if f.metadata["kind"] is bool else [flag, text]
+        return argv
+
+    @classmethod
+    def given(cls, args) -> list[str]:
+        """The config fields a namespace from from_args's parser has values for (flags on the command line)."""
+        return [f.name for f in fields(cls) if hasattr(args, f.name)]
+
+
+# Keys config.json holds beside the settings: what the run resolved and recorded.
+RECORDED = ("spec", "settings", "resolved", "versions", "command", "created")
+# What `--resume` may change: where the data, the compute and the runs are now.
+WHERE_NOW = ("data_dir", "device", "runs_dir")
+
+
+def _check_type(f, value) -> None:
+    kind, optional = f.metadata["kind"], f.metadata["optional"]
+    if value is None and optional:
+        return
+    ok = (isinstance(value, bool) if kind is bool else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+          isinstance(value, kind) and not isinstance(value, bool))
+    if not ok:
+        expected = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[kind]
+        raise ConvlensError(f"--{f.name.replace('_', '-')} must be {expected}, got {value!r}")
+
+
+def _apply(r: Recipe, c: TrainConfig) -> Recipe:
+    return replace(r, batch_size=c.batch_size or r.batch_size, lr=c.lr or r.lr,
+                   label_smoothing=r.label_smoothing if c.label_smoothing is None else c.label_smoothing,
+                   val_split=r.val_split if c.val_split is None else c.val_split)
+
+
+DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}

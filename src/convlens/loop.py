@@ -1,0 +1,287 @@
+"""The training loop: `fit` trains a model in place, one screen of numbered beats.
+
+    for each epoch:  a seeded permutation of the training images
+      for each batch:  1. batch  2. forward  3. loss  4. backward + step  5. schedule  6. log
+      validate, keep the best weights, checkpoint
+
+Around it, in small named pieces: the optimizer and schedule (one-cycle or constant), the
+input normalisation folded into the first layer afterwards, checkpoints (checkpoint.py),
+Ctrl-C (stop after the current step), and DistributedDataParallel (distributed.py).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from .checkpoint import Checkpoint, Progress, restore, save_checkpoint
+from .config import Recipe, TrainConfig
+from .datasets import Dataset, batches, on_device, stats_sample
+from .distributed import SINGLE, Cluster, all_sum, any_rank, lost
+from .engine import autocast, channel_stats, device_of, loss_and_accuracy, normalizer, predict_logits, to_input
+from .models import ConvNet
+
+# Normalisation statistics of a streamed image folder: from this many images, seeded (exact below it).
+STATS_SAMPLE = 10_000
+
+
+def init_weights(model: ConvNet, init: str) -> None:
+    if init == "glorot":   # Keras: glorot_uniform kernels, zero biases
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
+def lr_at(step: int, total: int, r: Recipe) -> float:
+    """Learning rate for optimizer step `step` of `total` (one-cycle as torch's OneCycleLR draws it)."""
+    if r.schedule == "constant":
+        return r.lr
+    warm = max(1, round(total * r.warmup))
+    start, end = r.lr / 25, r.lr / 25 / 1e4
+
+    def cosine(a: float, b: float, t: float) -> float:
+        return b + (a - b) * (1 + math.cos(math.pi * min(1.0, t))) / 2
+    if step <= warm:
+        return cosine(start, r.lr, step / warm)
+    return cosine(r.lr, end, (step - warm) / max(1, total - warm))
+
+
+def can_fold_normalization(model: ConvNet) -> bool:
+    """Normalisation folds exactly into a first conv without padding, or a dense right after flatten."""
+    first = model.infos[0].spec
+    return (first.kind == "conv" and first.padding == 0) or (
+        first.kind == "flatten" and len(model.infos) > 1 and model.infos[1].spec.kind == "dense")
+
+
+@torch.no_grad()
+def fold_normalization(model: ConvNet, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Rewrite the first layer so that it takes [0, 1] pixels and computes what it computed on
+    (pixel - mean) / std: W' = W / std, b' = b - Σ W · mean / std."""
+    if model.infos[0].spec.kind == "conv":
+        layer = model.layers[0]
+        mean, std = mean.to(layer.weight), std.to(layer.weight)
+        layer.bias -= (layer.weight * (mean / std)[None, :, None, None]).sum(dim=(1, 2, 3))
+        layer.weight /= std[None, :, None, None]
+    else:
+        layer = model.layers[1]
+        per_pixel = math.prod(model.input_shape[1:])
+        mean_v = mean.to(layer.weight).repeat_interleave(per_pixel)
+        std_v = std.to(layer.weight).repeat_interleave(per_pixel)
+        layer.bias -= layer.weight @ (mean_v / std_v)
+        layer.weight /= std_v[None, :]
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM asks training to stop after the current step, so that the
+    weights and the checkpoint are those of a whole step; a second Ctrl-C stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> "StopRequest":
+        self.requested, self.previous = False, {}
+        if threading.current_thread() is threading.main_thread():   # signal handlers live there only
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def __bool__(self) -> bool:
+        return self.requested
+
+
+def fit(model: ConvNet, data: Dataset, config: TrainConfig, precision: torch.dtype = torch.float32,
+        run_dir: Path | None = None, resume: Checkpoint | None = None, cluster: Cluster = SINGLE,
+        on_epoch: Callable[[dict], None] | None = None,
+        on_step: Callable[[int, int], None] | None = None) -> Progress:
+    """Train `model` in place on data.train, validating on data.val after each epoch; the final Progress.
+
+    config: the recipe's settings, epochs, seed, early stopping (stops after that many epochs
+    without a lower validation loss and restores the best weights, as Keras's EarlyStopping(
+    restore_best_weights=True)), checkpoint_every, compile. run_dir: write a resumable checkpoint
+    there at the start, after every epoch, every checkpoint_every steps and when stopped; resume:
+    a checkpoint to go on from. Ctrl-C ends training after the current step; what was trained is
+    kept. cluster: the processes of a torchrun launch; each takes its share of every batch.
+    """
+    loop, r = _Loop(model, data, config, precision, run_dir, resume, cluster), config.settings
+    p, stopping = loop.p, False
+    with StopRequest() as stop:
+        try:
+            if resume is None:
+                loop.checkpoint()
+            while p.epoch <= config.epochs and not p.stopped_early and not (stopping := loop.stop_asked(stop)):
+                t0 = time.perf_counter()
+                for idx, x_u8 in loop.epoch_batches():
+                    x, y = loop.inputs(idx, x_u8)                                          # 1. batch
+                    with autocast(loop.device, precision):
+                        logits = loop.forward(x)                                           # 2. forward
+                        loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)   # 3. loss
+                    loop.opt.zero_grad(set_to_none=True)
+                    loss.backward()                                                        # 4. backward + step
+                    loop.opt.step()
+                    loop.schedule()                                                        # 5. schedule
+                    loop.log(logits, loss, y)                                              # 6. log
+                    if on_step:
+                        on_step(p.step_in_epoch, loop.steps_per_epoch)
+                    stopping = loop.stop_asked(stop)
+                    if loop.checkpoint_due(stopping):
+                        p.epoch_time_s += time.perf_counter() - t0   # checkpoint writes are not training time
+                        loop.checkpoint()
+                        t0 = time.perf_counter()
+                        if stopping:
+                            break
+                p.epoch_time_s += time.perf_counter() - t0
+                if p.step_in_epoch < loop.steps_per_epoch:        # stopped inside the epoch
+                    break
+                record = loop.end_epoch()
+                if on_epoch:
+                    on_epoch(record)
+            p.interrupted = stopping and p.epoch <= config.epochs and not p.stopped_early
+        except KeyboardInterrupt:   # a second Ctrl-C, or raised by a callback: keep what was trained
+            p.interrupted = True
+        except RuntimeError as e:   # DDP's gradient all-reduce when another rank died
+            if cluster.active:
+                raise lost(cluster, "training", e) from None
+            raise
+    return loop.finish()
+
+
+class _Loop:
+    """The moving parts of one fit: optimizer, data order, running sums, normalisation, checkpoints."""
+
+    def __init__(self, model: ConvNet, data: Dataset, config: TrainConfig, precision: torch.dtype,
+                 run_dir: Path | None, resume: Checkpoint | None, cluster: Cluster):
+        self.model, self.data, self.config, self.r = model, data, config, config.settings
+        self.run_dir, self.cluster, self.precision = run_dir, cluster, precision
+        self.device = device_of(model)
+        forward = model
+        if cluster.active:          # averages the gradients over the ranks in every backward
+            forward = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                              else None)
+        self.forward = torch.compile(forward) if config.compile else forward
+        self.x_train, self.y_train = on_device(data.train_x, self.device), data.train_y.to(self.device)
+        self.norm, self.stats = None, None
+        if self.r.normalize and can_fold_normalization(model):
+            self.stats = channel_stats(stats_sample(data.train_x, STATS_SAMPLE, config.seed))
+            self.norm = normalizer(*self.stats, self.device)
+        n, bs = len(self.y_train), self.r.batch_size
+        # Several processes: whole batches only (a short last batch could leave a rank with no image).
+        self.n_used = n - n % bs if cluster.active and n >= bs else n
+        self.steps_per_epoch = math.ceil(self.n_used / bs)
+        self.total = config.epochs * self.steps_per_epoch
+        self.opt = torch.optim.Adam(model.parameters(), lr=lr_at(0, self.total, self.r), eps=self.r.eps,
+                                    fused=(self.device.type == "cuda") or None)
+        self.gen = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.p, self.best_state, self.perm = Progress(), None, None
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        if resume is not None:
+            self._resume(resume)
+        model.train()
+
+    def _resume(self, ckpt: Checkpoint) -> None:
+        restore(ckpt, self.model, self.opt, self.gen)
+        self.p, self.best_state = ckpt.progress, ckpt.best
+        self.p.interrupted, self.p.stopped_at = False, None
+        self.perm = ckpt.perm.to(self.device) if ckpt.perm is not None else None
+        if self.cluster.main:           # the sums of every rank so far (gather_sums): counted once
+            self.loss_sum.copy_(ckpt.sums[0]), self.correct.copy_(ckpt.sums[1])
+
+    def stop_asked(self, stop: StopRequest) -> bool:
+        return any_rank(self.cluster, bool(stop), self.device)    # one Ctrl-C stops every rank
+
+    def epoch_batches(self):
+        """(indices, uint8 images) of each remaining step of the epoch (a new order at its start)."""
+        if self.p.step_in_epoch == 0:
+            self.perm = torch.randperm(len(self.y_train), generator=self.gen).to(self.device)
+            self.loss_sum.zero_(), self.correct.zero_()
+        bs, c = self.r.batch_size, self.cluster
+        order = [self.perm[i:i + bs][c.rank::c.world]     # (all of a batch in one process)
+                 for i in range(self.p.step_in_epoch * bs, self.n_used, bs)]
+        return zip(order, batches(self.x_train, order))
+
+    def inputs(self, idx: torch.Tensor, x_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's input and targets for one step; half of them mirrored with the flip recipe."""
+        x, y = to_input(x_u8, self.device, self.norm), self.y_train[idx]
+        if self.r.flip:
+            mirror = (torch.rand(len(idx), generator=self.gen) < 0.5).to(self.device).view(-1, 1, 1, 1)
+            x = torch.where(mirror, x.flip(3), x)
+        return x, y
+
+    def schedule(self) -> None:
+        self.p.step, self.p.step_in_epoch = self.p.step + 1, self.p.step_in_epoch + 1
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.p.step, self.total, self.r)
+
+    def log(self, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> None:
+        # Logged loss is plain cross-entropy, comparable with val_loss (the smoothed one is not).
+        self.loss_sum += (F.cross_entropy(logits.detach().float(), y, reduction="sum") if self.r.label_smoothing
+                          else loss.detach() * len(y))
+        self.correct += (logits.detach().argmax(1) == y).sum()
+
+    def checkpoint_due(self, stopping: bool) -> bool:
+        """Mid-epoch: a checkpoint when asked to stop, or every checkpoint_every steps."""
+        every = self.config.checkpoint_every
+        return self.p.step_in_epoch < self.steps_per_epoch and (stopping or (every and self.p.step % every == 0))
+
+    def gather_sums(self) -> None:
+        """The epoch's running sums of every rank, on rank 0 (the others start again from zero)."""
+        all_sum(self.cluster, self.loss_sum, self.correct)
+        if not self.cluster.main:
+            self.loss_sum.zero_(), self.correct.zero_()
+
+    def checkpoint(self) -> None:
+        p = self.p
+        if p.step_in_epoch:
+            self.gather_sums()
+        if self.run_dir is not None and self.cluster.main:
+            save_checkpoint(self.run_dir, p, self.model, self.opt, self.gen, self.perm if p.step_in_epoch else None,
+                            (self.loss_sum, self.correct), self.best_state)
+
+    def end_epoch(self) -> dict:
+        """The finished epoch's record: training sums, validation, the best epoch so far; then a checkpoint."""
+        p, data, patience = self.p, self.data, self.config.early_stopping
+        self.gather_sums()
+        record = {"epoch": p.epoch, "loss": self.loss_sum.item() / self.n_used,
+                  "accuracy": self.correct.item() / self.n_used, "lr": lr_at(p.step - 1, self.total, self.r),
+                  "time_s": round(p.epoch_time_s, 3)}
+        if len(data.val_y):
+            record["val_loss"], record["val_accuracy"] = loss_and_accuracy(
+                predict_logits(self.model, data.val_x, precision=self.precision, norm=self.norm), data.val_y)
+            if record["val_loss"] < p.best_loss:
+                p.best_loss, p.best_epoch = record["val_loss"], p.epoch
+                if patience:
+                    self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        p.epochs.append(record)
+        p.train_time_s, p.epoch_time_s = p.train_time_s + p.epoch_time_s, 0.0
+        p.stopped_early = bool(patience) and p.epoch - p.best_epoch >= patience
+        p.epoch, p.step_in_epoch = p.epoch + 1, 0
+        self.checkpoint()
+        return record
+
+    def finish(self) -> Progress:
+        """Where training stopped; the best weights restored (early stopping), the normalisation folded in."""
+        p = self.p
+        if p.interrupted:
+            p.stopped_at = [p.epoch, p.step_in_epoch]
+        if self.best_state is not None and p.best_epoch != len(p.epochs):
+            self.model.load_state_dict(self.best_state)
+        if self.stats is not None:
+            fold_normalization(self.model, *self.stats)
+        return p

@@ -1,0 +1,31 @@
+// Small DOM helpers shared by every tab.
+
+export const $ = (sel) => document.querySelector(sel);
+export const pct = (x) => (x == null ? "–" : (100 * x).toFixed(2) + " %");
+export const fmt = (n) => n.toLocaleString("en-US");
+
+export function status(text) { $("#status").textContent = text; }
+
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v; else if (k === "text") node.textContent = v; else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+// A table of text: a header row, then the rows (numbers right-aligned where asked).
+export function textTable(table, head, rows, numeric = []) {
+  table.replaceChildren(el("tr", {}, ...head.map((h) => el("th", { text: h }))),
+    ...rows.map((row) => el("tr", {}, ...row.map((v, j) => el("td", { class: numeric.includes(j) ? "num" : "", text: String(v) })))));
+}
+
+// Tabs: each tab module registers what to do when it is shown.
+export const loaders = {};
+export function showTab(name) {
+  document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
+  document.querySelectorAll(".tab").forEach((s) => s.classList.toggle("active", s.id === name));
+  if (loaders[name]) loaders[name]();
+}
+export const activeTab = () => document.querySelector("nav button.active").dataset.tab;

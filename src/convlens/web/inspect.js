@@ -1,0 +1,153 @@
+// The Inspect tab: one image (a test image, an upload or a drawing) through the network — the
+// prediction, the explanation picture (figures.py's, as in the report), every layer's maps, the
+// kernels (figures.py's pictures), and under the pointer the arithmetic of one output pixel.
+import { api, runPath } from "./api.js";
+import { $, el, pct, status } from "./dom.js";
+import { cellAt, decodeImage, decodeMaps, drawValues, outline, showPicture } from "./draw.js";
+import { state } from "./state.js";
+
+const sourceQuery = (src) => (src.index != null ? `index=${src.index}` : `image_id=${encodeURIComponent(src.image_id)}`);
+
+export async function inspect(src) {
+  if (!state.run) { status("train or choose a run first"); return; }
+  state.inspectSource = src;
+  status("inspecting…");
+  const r = await api(`${runPath(state.run)}/inspect?${sourceQuery(src)}`);
+  state.inspection = r;
+  state.input = decodeImage(r.input);
+  state.hoverKey = null;
+  $("#arith").replaceChildren(el("p", { class: "hint", text: "Hover a pixel of a conv layer's feature map to see how it is computed." }));
+  $("#inspect-result").hidden = false;
+  $("#inspect-label").textContent = r.label + (r.true_class ? `, true class ${r.true_class}` : "");
+  drawInput($("#input-view"));
+  $("#topk").replaceChildren(...r.top.map((t) => el("div", { class: "bar" }, el("span", { text: t.class }),
+    Object.assign(el("div"), { style: `width:${Math.max(2, 220 * t.probability)}px` }), el("b", { text: pct(t.probability) }))));
+  $("#cam-title").textContent = r.cam ? `${r.cam.method} on ${r.cam.layer} for ${r.cam.target}` : "no conv layer: no class activation map";
+  showPicture($("#explain-view"), `${runPath(state.run)}/explain.png?${sourceQuery(src)}`);
+  $("#layers").replaceChildren(...r.layers.map(layerBox));
+  status(`inspected ${r.label} in ${r.time_ms} ms`);
+  showKernels();
+}
+
+function layerBox(layer) {
+  const box = el("div", { class: "layer" }, el("h3", { text: `${layer.name} (${layer.type})` }, el("small", { text: layer.shape })));
+  if (!layer.maps) {
+    box.append(el("div", { class: "values", text: layer.values.map((v) => v.toFixed(3)).join("  ") }));
+    return box;
+  }
+  const [, h, w] = layer.maps.shape, grid = el("div", { class: "maps" });
+  decodeMaps(layer.maps).forEach((m, ch) => {
+    const cv = el("canvas", { width: w, height: h, "data-layer": layer.name, "data-channel": ch,
+                              class: layer.kind === "conv" ? "conv" : "", title: `${layer.name} map ${ch}` });
+    drawValues(cv, m, h, w, "activation");
+    cv.addEventListener("click", () => enlarge(cv, `${layer.name}, map ${ch} (${h}×${w}); values ${layer.maps.min[ch].toFixed(3)} to ${layer.maps.max[ch].toFixed(3)}`));
+    if (layer.kind === "conv") cv.addEventListener("mousemove", (e) => hoverPixel(cellAt(e, cv, h, w), layer.name, ch));
+    grid.append(cv);
+  });
+  box.append(grid);
+  return box;
+}
+
+// The inspected image (decoded once), with the receptive field of a hovered pixel outlined.
+function drawInput(canvas, box = null) {
+  const { h, w, gray } = state.input;
+  drawValues(canvas, gray, h, w);
+  if (box) outline(canvas, box, h, w);
+}
+
+function enlarge(canvas, caption) {
+  const big = $("#enlarge-canvas"), ctx = big.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  ctx.clearRect(0, 0, big.width, big.height);
+  ctx.drawImage(canvas, 0, 0, big.width, big.height);
+  $("#enlarge-caption").textContent = caption;
+  $("#enlarge").hidden = false;
+}
+
+const numTable = (rows, digits = 3) => el("table", {}, ...rows.map((row) => el("tr", {}, ...row.map((v) => el("td", { text: v.toFixed(digits) })))));
+
+async function hoverPixel([row, col], layer, channel) {
+  const key = `${layer}/${channel}/${row}/${col}`;
+  if (key === state.hoverKey) return;
+  state.hoverKey = key;
+  state.hoverAbort?.abort();
+  state.hoverAbort = new AbortController();
+  let a;
+  try {
+    a = await api(`${runPath(state.run)}/arithmetic?layer=${layer}&channel=${channel}&row=${row}&col=${col}&${sourceQuery(state.inspectSource)}`,
+                  { signal: state.hoverAbort.signal });
+  } catch (e) { if (e.name !== "AbortError") $("#arith").textContent = e.message; return; }
+  drawInput($("#input-view"), a.receptive_field);
+  $("#arith").replaceChildren(...arithmeticParts(a));
+}
+
+function arithmeticParts(a) {
+  const seen = el("canvas", { width: 112, height: 112, class: "seen", title: "the input pixels this output pixel depends on" });
+  drawInput(seen, a.receptive_field);
+  const [top, left, bottom, right] = a.receptive_field;
+  const parts = [seen, `${a.layer}, filter ${a.channel}, output pixel (${a.row}, ${a.col}): the ${a.patch[0].length}×${a.patch[0][0].length} patch of ${a.input_from} whose top-left is (${a.top_left.join(", ")})` +
+    ` — in the input image it sees rows ${top}–${bottom}, columns ${left}–${right} (red box)\n`];
+  if (a.patch.length === 1) {
+    parts.push(el("span", { text: "patch " }), numTable(a.patch[0]), el("span", { text: " × kernel " }), numTable(a.kernel[0]),
+      el("span", { text: " = products " }), numTable(a.products[0]), el("br"));
+  } else {
+    const order = a.channel_sums.map((v, i) => [Math.abs(v), i]).sort((x, y) => y[0] - x[0]).slice(0, 4).map((x) => x[1]);
+    parts.push(`${a.patch.length} input channels; Σ over each channel's 3×3 patch × kernel, the 4 largest:\n`);
+    for (const i of order) {
+      parts.push(el("span", { text: `channel ${i}: ` }), numTable(a.patch[i]), el("span", { text: " × " }), numTable(a.kernel[i]),
+        el("span", { text: ` → ${a.channel_sums[i].toFixed(4)}` }), el("br"));
+    }
+  }
+  const act = a.activation === "linear" ? "" : ` → ${a.activation} → ${a.value.toFixed(4)}`;
+  parts.push(`Σ pixel × weight = ${a.total.toFixed(4)}   + bias ${a.bias.toFixed(4)} = ${a.pre_activation.toFixed(4)}${act}`);
+  return parts;
+}
+
+// Every conv layer's kernels, as the picture `convlens filters` and the report draw.
+function showKernels() {
+  const convs = state.detail.summary.layers.filter((l) => l.type === "Conv2D");
+  $("#kernels").replaceChildren(...convs.map((l, n) =>
+    el("img", { src: `${runPath(state.run)}/kernels/${n}.png`, alt: `${l.name}: learned kernels`, class: "kernels" })));
+}
+
+async function uploadBlob(blob, name) {
+  const form = new FormData();
+  form.append("file", blob, name);
+  const r = await api("/api/upload", { method: "POST", body: form });
+  state.uploadId = r.image_id;
+  return r;
+}
+
+async function inspectUpload(blob, name) {
+  $("#upload-error").textContent = "";
+  try { await inspect({ image_id: (await uploadBlob(blob, name)).image_id }); }
+  catch (err) { $("#upload-error").textContent = err.message; }
+}
+
+// The drawing canvas: a light stroke on black, like Fashion-MNIST's images.
+function setUpDrawing() {
+  const canvas = $("#draw"), ctx = canvas.getContext("2d");
+  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); };
+  let drawing = false;
+  const stroke = (e) => {
+    if (!drawing) return;
+    const r = canvas.getBoundingClientRect();
+    ctx.fillStyle = "#fff"; ctx.beginPath();
+    ctx.arc(((e.clientX - r.left) / r.width) * canvas.width, ((e.clientY - r.top) / r.height) * canvas.height, 14, 0, 2 * Math.PI);
+    ctx.fill();
+  };
+  clear();
+  canvas.addEventListener("mousedown", (e) => { drawing = true; stroke(e); });
+  canvas.addEventListener("mousemove", stroke);
+  window.addEventListener("mouseup", () => { drawing = false; });
+  $("#clear-drawing").addEventListener("click", clear);
+  $("#use-drawing").addEventListener("click", async () =>
+    inspectUpload(await new Promise((resolve) => canvas.toBlob(resolve, "image/png")), "drawing.png"));
+}
+
+export function setUpInspect() {
+  $("#inspect-test").addEventListener("click", () => inspect({ index: Number($("#test-index").value) }));
+  $("#upload").addEventListener("change", (e) => { if (e.target.files[0]) inspectUpload(e.target.files[0], e.target.files[0].name); });
+  $("#enlarge").addEventListener("click", () => { $("#enlarge").hidden = true; });
+  setUpDrawing();
+}

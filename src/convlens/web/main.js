@@ -1,0 +1,30 @@
+// convlens explorer: one page over the JSON API (api.py), ES modules served as they are (no build
+// step, no network but this server). Numbers and pictures come from the server, computed by the same
+// code as the CLI and the report; these modules only lay them out and draw the interactive canvases.
+import { api } from "./api.js";
+import { $, el, showTab, status } from "./dom.js";
+import { loadColormaps } from "./draw.js";
+import "./evaluate.js";
+import { setUpInspect } from "./inspect.js";
+import { loadNamedKernels, setUpLab } from "./lab.js";
+import "./model.js";
+import { refreshRuns, setUpRuns } from "./runs.js";
+import { state } from "./state.js";
+import { followJob, previewSpec, setUpTrain } from "./train.js";
+
+async function start() {
+  document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
+  setUpRuns(); setUpTrain(); setUpInspect(); setUpLab();
+  loadColormaps(await api("/api/colormaps"));
+  const presets = await api("/api/presets");
+  $("#preset").replaceChildren(...presets.map((p) => el("option", { value: p.name, text: `${p.name}: ${p.spec}`, title: p.description })));
+  await loadNamedKernels();
+  await previewSpec();
+  await refreshRuns();
+  const running = (await api("/api/jobs")).find((j) => j.state === "running");
+  if (running) { state.job = running; $("#stop-training").disabled = false; followJob(); }
+  status(state.runs.length ? `${state.runs.length} run(s)` : "no runs yet: start one under Train");
+  document.body.dataset.ready = "1";
+}
+
+start().catch((e) => status(`error: ${e.message}`));

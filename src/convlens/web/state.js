@@ -1,0 +1,17 @@
+// The page's one state object: what is selected, loaded and in progress. Modules read and write
+// these fields; nothing else is kept between events.
+
+export const state = {
+  run: null,            // the selected run's name
+  detail: null,         // /api/runs/{run}: config, model, metrics, results, summary
+  runs: [],             // /api/runs
+  job: null,            // the training job the Train tab follows
+  inspectSource: null,  // {index} or {image_id}: the image the Inspect tab shows
+  inspection: null,     // /api/runs/{run}/inspect for it
+  input: null,          // that image decoded once: {c, h, w, gray: Uint8Array(h × w)}
+  uploadId: null,       // the last uploaded or drawn image
+  hoverKey: null,       // layer/channel/row/col of the pixel whose arithmetic is shown
+  hoverAbort: null,     // cancels the arithmetic request of a pixel the pointer has left
+  lab: null,            // /api/convolve's last answer
+  colormaps: {},        // role -> Uint8Array(256 × 3): figures.py's colour maps (/api/colormaps)
+};

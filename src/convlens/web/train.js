@@ -1,0 +1,75 @@
+// The Train tab: a spec checked as it is typed (the layer table, or the bad token pointed at),
+// a training job started, followed and stopped, its curves drawn by charts.py as the epochs end.
+import { api, post, runPath } from "./api.js";
+import { $, fmt, pct, status } from "./dom.js";
+import { showPicture } from "./draw.js";
+import { summaryRows } from "./model.js";
+import { refreshRuns } from "./runs.js";
+import { state } from "./state.js";
+
+export async function previewSpec() {
+  const spec = $("#spec").value;
+  try {
+    const s = await api(`/api/summary?model=${encodeURIComponent(spec)}`);
+    $("#spec-error").textContent = "";
+    $("#spec-total").textContent = `${fmt(s.total_params)} parameters, ${fmt(s.mult_adds)} multiply-adds per image`;
+    summaryRows($("#spec-summary"), s);
+    $("#start-training").disabled = !!state.job;
+  } catch (e) {
+    const token = e.body?.token, before = spec.split("-").slice(0, (token || 1) - 1).join("-");
+    const at = token ? `\n${"^".padStart(before.length + (token > 1 ? 2 : 1))} token ${token}` : "";
+    $("#spec-error").textContent = e.message + (token ? `\n${spec}${at}` : "");
+    $("#spec-total").textContent = "";
+    $("#spec-summary").replaceChildren();
+    $("#start-training").disabled = true;
+  }
+}
+
+async function startTraining() {
+  const body = { model: $("#spec").value, epochs: Number($("#epochs").value) };
+  if ($("#batch").value) body.batch_size = Number($("#batch").value);
+  if ($("#lr").value) body.lr = Number($("#lr").value);
+  if ($("#run-name").value) body.name = $("#run-name").value;
+  try {
+    state.job = await post("/api/train", body);
+    $("#start-training").disabled = true; $("#stop-training").disabled = false;
+    $("#spec-error").textContent = "";
+    followJob();
+  } catch (e) { $("#spec-error").textContent = e.message; }
+}
+
+function jobText(job) {
+  const last = job.metrics[job.metrics.length - 1];
+  return `${job.run}: ${job.state}, epoch ${Math.min(job.epoch + 1, job.epochs)}/${job.epochs}` +
+    (job.steps && job.state === "running" ? `, step ${job.step}/${job.steps}` : "") +
+    (last ? ` — loss ${last.loss.toFixed(4)}, acc ${pct(last.accuracy)}` +
+      (last.val_loss != null ? `, val_loss ${last.val_loss.toFixed(4)}, val_acc ${pct(last.val_accuracy)}` : "") : "") +
+    (job.results?.test_accuracy != null ? ` — test accuracy ${pct(job.results.test_accuracy)}` : "") +
+    (job.error ? ` — ${job.error}` : "") + ` (${job.elapsed_s} s)`;
+}
+
+export async function followJob() {
+  if (!state.job) return;
+  const job = await api(`/api/jobs/${encodeURIComponent(state.job.id)}`);
+  const epochsBefore = state.job.metrics?.length ?? 0;
+  state.job = job;
+  $("#train-progress").value = (job.epoch + (job.steps ? job.step / job.steps : 0)) / job.epochs;
+  $("#job-status").textContent = jobText(job);
+  if (job.metrics.length && (job.metrics.length !== epochsBefore || !$("#live-curves").src)) {
+    showPicture($("#live-curves"), `${runPath(job.run)}/curves.png?epochs=${job.metrics.length}`);
+  }
+  if (job.state === "running") { setTimeout(followJob, 500); return; }
+  $("#stop-training").disabled = true;
+  state.job = null;
+  previewSpec();
+  await refreshRuns(job.run).catch(() => {});
+  status(`training ${job.state}: ${job.run}`);
+}
+
+export function setUpTrain() {
+  let timer = null;
+  $("#spec").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(previewSpec, 150); });
+  $("#preset").addEventListener("change", (e) => { $("#spec").value = e.target.value; previewSpec(); });
+  $("#start-training").addEventListener("click", startTraining);
+  $("#stop-training").addEventListener("click", async () => { if (state.job) await post(`/api/jobs/${state.job.id}/stop`, {}); });
+}
