@@ -21,7 +21,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from . import views
-from .attribution import top_k
+from .attribution import CAM_METHODS, top_k
 from .compare import comparison_rows
 from .config import TrainConfig
 from .convolution import KERNEL_DESCRIPTIONS, NAMED_KERNELS, convolution_lab
@@ -36,7 +36,8 @@ runs_api, evaluate_api, inspect_api, lab_api, train_api = (APIRouter() for _ in 
 Name = str                     # a run's name; Explorer.run refuses anything that is not one
 Index = Query(None, ge=0, description="a test image")
 ImageId = Query(None, max_length=64, description="an uploaded image instead")
-Invert = Query("auto", pattern="^(auto|yes|no)$")
+Invert = Query("auto", pattern=f"^({'|'.join(views.INVERT)})$")
+Cam = Query("layercam", pattern=f"^({'|'.join(CAM_METHODS)})$")
 
 
 def explorer(request: Request):
@@ -198,7 +199,7 @@ def inspection(run, model, looked: views.Looked, k: int, cam: str) -> dict:
 
 @inspect_api.get("/api/runs/{name}/inspect")
 def inspect(name: Name, index: int | None = Index, image_id: str | None = ImageId, invert: str = Invert,
-            k: int = Query(5, ge=1, le=100), cam: str = Query("layercam", pattern="^(layercam|gradcam)$"),
+            k: int = Query(5, ge=1, le=100), cam: str = Cam,
             ex=Depends(explorer)):
     """Everything about one image: top-k, every layer's output, LayerCAM (or Grad-CAM) and saliency."""
     run = ex.finished(name)
@@ -209,7 +210,7 @@ def inspect(name: Name, index: int | None = Index, image_id: str | None = ImageI
 
 @inspect_api.get("/api/runs/{name}/explain.png")
 def explain_png(name: Name, index: int | None = Index, image_id: str | None = ImageId, invert: str = Invert,
-                cam: str = Query("layercam", pattern="^(layercam|gradcam)$"), ex=Depends(explorer)):
+                cam: str = Cam, ex=Depends(explorer)):
     """The explanation picture of `convlens explain` and the report, for this image."""
     run = ex.finished(name)
     model, looked = ex.model(run), ex.looked(run, index, image_id, invert)

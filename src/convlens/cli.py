@@ -42,13 +42,13 @@ def _write(path: Path, data: bytes) -> Path:
 # train, summary, data: the model and its data
 
 
-def _resume_run(args, progress: TrainingProgress):
-    """--resume RUN: only where things are now (--data-dir, --device, --runs-dir) may be given."""
-    given = [k for k in TrainConfig.given(args) if k not in WHERE_NOW]
-    if given:
-        raise ConvlensError(f"--resume continues with the run's own settings; drop --{given[0].replace('_', '-')}")
-    device = getattr(args, "device", "auto")
-    return resume(args.resume, getattr(args, "runs_dir", "runs"), data_dir=getattr(args, "data_dir", None),
+def _resume_run(name: str, given: dict, progress: TrainingProgress):
+    """--resume RUN: of the settings, only where things are now (--data-dir, --device, --runs-dir) may be given."""
+    settings = [k for k in given if k not in WHERE_NOW]
+    if settings:
+        raise ConvlensError(f"--resume continues with the run's own settings; drop --{settings[0].replace('_', '-')}")
+    device = given.get("device", "auto")
+    return resume(name, given.get("runs_dir", "runs"), data_dir=given.get("data_dir"),
                   device=None if device == "auto" else device, on_start=progress.begin, on_epoch=progress.epoch,
                   on_step=progress.step)
 
@@ -56,9 +56,9 @@ def _resume_run(args, progress: TrainingProgress):
 def cmd_train(args) -> None:
     progress = TrainingProgress(args.progress, resumed=bool(args.resume))
     try:
-        run = (_resume_run(args, progress) if args.resume else
-               train(TrainConfig.from_args(args), on_start=progress.begin, on_epoch=progress.epoch,
-                     on_step=progress.step))
+        run = (_resume_run(args.resume, {k: getattr(args, k) for k in TrainConfig.given(args)}, progress)
+               if args.resume else train(TrainConfig.from_args(args), on_start=progress.begin,
+                                         on_epoch=progress.epoch, on_step=progress.step))
     except KeyboardInterrupt:
         if progress.path and any(progress.path.glob("checkpoint*.safetensors")):
             raise ConvlensError(f"interrupted before the first epoch finished; "
@@ -106,11 +106,12 @@ def cmd_data(args) -> None:
 # evaluate, predict, activations, filters, explain, report, compare, export: a run
 
 
-def _looked(args, run, data=None) -> views.Looked:
-    """The image a run-based verb looks at: the user's file (prepared like predict) or test image --index."""
-    if args.image:
-        return views.user_image(run, args.image)
-    return views.test_image(data if data is not None else views.data_of(run, args.data_dir), args.index)
+def _looked(run, image: str | None, index: int, data) -> views.Looked:
+    """The image a run-based verb looks at: the user's file (prepared like predict) or test image --index;
+    data: the run's Dataset, or a function that loads it (not called for a user's file)."""
+    if image:
+        return views.user_image(run, image)
+    return views.test_image(data() if callable(data) else data, index)
 
 
 def cmd_evaluate(args) -> None:
@@ -143,7 +144,7 @@ def cmd_predict(args) -> None:
 def cmd_activations(args) -> None:
     run = open_run(args.run, args.runs_dir)
     model, data = views.model_of(run, args.device), views.data_of(run, args.data_dir)
-    looked = _looked(args, run, data)
+    looked = _looked(run, args.image, args.index, data)
     try:
         indices = [int(i) for i in args.images.split(",")]
     except ValueError:
@@ -167,8 +168,7 @@ def cmd_filters(args) -> None:
 def cmd_explain(args) -> None:
     run = open_run(args.run, args.runs_dir)
     model = views.model_of(run, args.device)
-    args.image = args.image_pos or args.image
-    looked = _looked(args, run)
+    looked = _looked(run, args.image_pos or args.image, args.index, lambda: views.data_of(run, args.data_dir))
     ex = views.explain(model, looked.image, run.classes, args.cam)
     out = _write(Path(args.out or run.path / "figures" / "explain.png"), ex.png(looked, run.classes))
     lines = ex.text(looked.label, run.classes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from .attribution import CAM_METHODS
 from .config import TrainConfig
 from .convolution import KERNEL_DESCRIPTIONS
 from .errors import ConvlensError
@@ -137,7 +138,7 @@ def add_filters(sp) -> None:
 def add_explain(sp) -> None:
     run_args(sp, image=True)
     sp.add_argument("image_pos", nargs="?", metavar="IMAGE", help="your image file (or use --index)")
-    sp.add_argument("--cam", choices=["layercam", "gradcam"], default="layercam",
+    sp.add_argument("--cam", choices=CAM_METHODS, default="layercam",
                     help="class activation map: LayerCAM (Grad-CAM weighted per position; default, it lands on "
                          "the object behind the seed's dense head) or plain Grad-CAM")
     sp.add_argument("--out", default=None)

@@ -38,6 +38,14 @@ class Cache:
     def __init__(self, size: int):
         self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
 
+    def put(self, key, value) -> None:
+        self.get(key, lambda: value)
+
+    def find(self, key):
+        """The value kept under key, or None."""
+        with self.lock:
+            return self.items.get(key)
+
     def get(self, key, make: Callable):
         with self.lock:
             if key in self.items:
@@ -112,15 +120,15 @@ class Explorer:
         """Decode an uploaded image (ImageError if it is not one) and keep it under a new id."""
         img = read_image(data, name)
         image_id = uuid.uuid4().hex[:16]
-        self.uploads.get(image_id, lambda: (img, name))
+        self.uploads.put(image_id, (img, name))
         return image_id, img
 
     def upload(self, image_id: str) -> tuple[Image.Image, str]:
-        with self.uploads.lock:
-            if image_id not in self.uploads.items:
-                raise HTTPException(404, f"no uploaded image {image_id!r} (uploads are kept for the last "
-                                         f"{UPLOADS_KEPT}; upload it again)")
-            return self.uploads.items[image_id]
+        kept = self.uploads.find(image_id)
+        if kept is None:
+            raise HTTPException(404, f"no uploaded image {image_id!r} (uploads are kept for the last "
+                                     f"{UPLOADS_KEPT}; upload it again)")
+        return kept
 
     def looked(self, run: Run, index: int | None, image_id: str | None, invert: str = "auto") -> views.Looked:
         """A test image or an upload, as the run's model takes it."""
