@@ -2,9 +2,13 @@
 
 import gzip
 import os
+import socket
 import struct
 import subprocess
 import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +49,34 @@ def small_data_dir(tmp_path_factory, real_data):
     tx = real_data.train_x[:3000, 0].numpy()
     ty = real_data.train_y[:3000].numpy()
     return write_idx_dir(folder, tx, ty, real_data.test_x[:1000, 0].numpy(), real_data.test_y[:1000].numpy())
+
+
+@contextmanager
+def serving(runs: Path, *args):
+    """A real `convlens serve` over `runs` on a free port (extra ARGS given to it): yields its port, and
+    stops it afterwards (killed if a connection keeps it from stopping in 30 s)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "convlens", "serve", "--runs-dir", str(runs), "--port", str(port),
+                             *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/presets", timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def run_cli(*args, cwd=None, env=None, timeout=300):

@@ -8,6 +8,7 @@ time importing torch); tests/test_cli.py drives the same CLI through real subpro
 import gzip
 import pickle
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -117,7 +118,121 @@ CASES = [
      "invalid choice"),
     (5, "--checkpoint-every -1", lambda r, run, d: ["train", "--checkpoint-every", "-1"],
      "--checkpoint-every must be ≥ 0"),
+    # issue 15: hostile and careless inputs, second pass
+    (15, "a model.json spec of 2 million tokens",
+     lambda r, run, d: ["predict", _edited_model_json(_copy_run(run, r), spec="conv8-" * 2_000_000 + "dense10"),
+                        _png_file(r)], "convlens reads specs of at most 4,000"),
+    (15, "a spec asking for dense2000000", lambda r, run, d: ["summary", "flatten-dense2000000-dense10"],
+     "2,000,000 units; at most 65,536"),
+    (15, "a spec asking for 10^20 filters", lambda r, run, d: ["train", "--model", "conv99999999999999999999"],
+     "filters; at most 65,536"),
+    (15, "model.json nested 200,000 deep", lambda r, run, d: ["predict", _raw_file(_copy_run(run, r), "model.json",
+                                                                 "[" * 200_000 + "]" * 200_000), _png_file(r)],
+     "nested too deeply"),
+    (15, "a 5,000-digit integer in config.json",
+     lambda r, run, d: ["evaluate", _raw_file(_copy_run(run, r), "config.json", '{"seed": ' + "9" * 5000 + "}")],
+     "not readable JSON"),
+    (15, "an IDX label of 2^31 - 1", lambda r, run, d: ["train", "--dataset", f"idx:{_idx_dir(r, label=2**31 - 1)}"],
+     "at most 10,000 classes"),
+    (15, "a CSV label of 10^12", lambda r, run, d: ["train", "--dataset", f"csv:{_csv_with_label(r, 10**12)}"],
+     "at most 10,000 classes"),
+    (15, "IDX dimensions whose product wraps to 0",
+     lambda r, run, d: ["train", "--dataset", f"idx:{_idx_dir(r, dims=(2**32 - 1, 2**32 - 1, 2**32 - 1))}"],
+     "header says"),
+    (15, "an IDX file of 0 images", lambda r, run, d: ["train", "--dataset", f"idx:{_idx_dir(r, n=0)}"],
+     "no images"),
+    (15, "float IDX labels", lambda r, run, d: ["train", "--dataset", f"idx:{_idx_dir(r, float_labels=True)}"],
+     "labels are float32 numbers"),
+    (15, "20×20 test images beside 28×28 training images",
+     lambda r, run, d: ["train", "--dataset", f"idx:{_idx_dir(r, test_side=20)}"],
+     "training images are 28×28×1 but the test images 20×20×1"),
+    (15, "--val-split 0.999999", lambda r, run, d: ["train", "--data-dir", d, "--val-split", "0.999999"],
+     "leaves no training images"),
+    (15, "--seed -1", lambda r, run, d: ["train", "--seed", "-1"], "--seed must be 0 to 4,294,967,295"),
+    (15, "a 23-digit --seed", lambda r, run, d: ["train", "--seed", "1" * 23], "--seed must be 0 to"),
+    (15, "--threads 100000", lambda r, run, d: ["train", "--threads", "100000"], "--threads must be 0"),
+    (15, "a bad run name, refused before any data is read", lambda r, run, d: ["train", "--name", "../x"],
+     "bad run name"),
+    (15, "--runs-dir that is a file", lambda r, run, d: ["train", "--data-dir", _raw_file(r, "runs", "x") and d],
+     "is a file, not a folder"),                              # the table adds --runs-dir ROOT/runs: a file here
+    (15, "--resume of a run killed in its first checkpoint write",
+     lambda r, run, d: ["train", "--resume", _never_checkpointed(_copy_run(run, r))],
+     "nothing was trained; delete"),
+    (15, "a new run named like one killed in its first checkpoint write",
+     lambda r, run, d: ["train", "--name", _never_checkpointed(_copy_run(run, r)).name, "--runs-dir", r / "runs"],
+     "stopped before its first checkpoint, so nothing was trained: delete"),
+    (15, "export into a folder that holds an earlier export",
+     lambda r, run, d: ["export", _exported(_copy_run(run, r)), "--format", "torchscript", "--no-check"],
+     "already exists: pass --force"),
+    (15, "an image folder with an empty class folder",
+     lambda r, run, d: ["train", "--dataset", f"folder:{_folder_with_empty_class(r)}"], "has no image files"),
 ]
+
+
+def _png_file(root: Path) -> Path:
+    Image.new("L", (28, 28), 255).save(root / "shoe.png")
+    return root / "shoe.png"
+
+
+def _raw_file(folder: Path, name: str, text: str) -> Path:
+    (folder / name).write_text(text)
+    return folder
+
+
+def _edited_model_json(run: Path, **changes) -> Path:
+    import json
+    info = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**info, **changes}))
+    return run
+
+
+def _idx_dir(root: Path, n: int = 10, label: int = 1, dims=None, float_labels=False, test_side=28) -> Path:
+    """Four IDX files of n images (IDX headers written by hand: dims may lie, labels may be floats)."""
+    import struct
+
+    import numpy as np
+
+    def idx(arr, code, shape):
+        return bytes([0, 0, code, len(shape)]) + b"".join(struct.pack(">I", s) for s in shape) + arr.tobytes()
+    folder = root / "own-idx"
+    folder.mkdir()
+    images = np.zeros((n, 28, 28), np.uint8)
+    labels = np.full(n, label, ">f4" if float_labels else ">i4")
+    code = 0x0D if float_labels else 0x0C
+    (folder / "train-images-idx3-ubyte").write_bytes(idx(images, 0x08, dims or images.shape))
+    (folder / "train-labels-idx1-ubyte").write_bytes(idx(labels, code, labels.shape))
+    test = np.zeros((n, test_side, test_side), np.uint8)
+    (folder / "t10k-images-idx3-ubyte").write_bytes(idx(test, 0x08, test.shape))
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(idx(labels, code, labels.shape))
+    return folder
+
+
+def _csv_with_label(root: Path, label: int) -> Path:
+    rows = [f"{label}," + ",".join(["0"] * 784)] + [",".join(["1"] + ["0"] * 784)] * 9
+    (root / "big-label.csv").write_text("\n".join(rows) + "\n")
+    return root / "big-label.csv"
+
+
+def _exported(run: Path) -> Path:
+    (run / "export").mkdir()
+    (run / "export" / "model.torchscript").write_bytes(b"an earlier export")
+    return run
+
+
+def _never_checkpointed(run: Path) -> Path:
+    """A run as a SIGKILL in its very first checkpoint write leaves it: config and model, nothing else."""
+    for p in run.iterdir():
+        if p.name not in ("config.json", "model.json"):
+            p.unlink()
+    return run
+
+
+def _folder_with_empty_class(root: Path) -> Path:
+    for name, n in (("cats", 3), ("dogs", 3), ("empty", 0)):
+        (root / "pets" / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("L", (8, 8), 40 * i).save(root / "pets" / name / f"{i}.png")
+    return root / "pets"
 
 
 def _one_class_folder(root: Path) -> Path:
@@ -166,7 +281,9 @@ def test_bad_input_is_one_clear_line(tmp_path, monkeypatch, capsys, small_run, s
                  "explain": ["--out", str(tmp_path / "e.png")], "evaluate": ["--out-dir", str(tmp_path / "figs")]
                  }[args[0]]
     before = {p for p in tmp_path.rglob("*")}
+    t0 = time.monotonic()
     rc = main(args)
+    assert time.monotonic() - t0 < 10, f"{what}: answered only after {time.monotonic() - t0:.1f} s"
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert rc == 2, (what, rc, err)

@@ -142,6 +142,35 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
         read_checkpoint(path / LATEST, build_model("conv4-pool-flatten-dense2", (1, 28, 28), 2))
 
 
+def _tensor_bytes(path: Path, name: str) -> tuple[int, int]:
+    """Where tensor `name`'s bytes lie in a safetensors file: (start, end)."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    begin, end = json.loads(data[8:8 + n])[name]["data_offsets"]
+    return 8 + n + begin, 8 + n + end
+
+
+@pytest.mark.parametrize("damage", ["a zeroed 4 KiB block", "one flipped bit in the data order"])
+def test_a_quietly_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, damage):
+    """Damage that leaves the file parseable (issue 15): the checksum catches it, --resume takes the previous one."""
+    model = build_model(TINY, (1, 28, 28), 2)
+    opt = torch.optim.Adam(model.parameters())
+    save_checkpoint(tmp_path, Progress(step=3), model, opt, torch.Generator())
+    save_checkpoint(tmp_path, Progress(epoch=2, step=5, step_in_epoch=2), model, opt, torch.Generator(),
+                    perm=torch.randperm(256), sums=(torch.zeros(()), torch.zeros((), dtype=torch.long)))
+    data = bytearray((tmp_path / LATEST).read_bytes())
+    if damage == "a zeroed 4 KiB block":
+        start, _ = _tensor_bytes(tmp_path / LATEST, "model.layers.3.weight")
+        data[start:start + 4096] = bytes(4096)
+    else:
+        start, _ = _tensor_bytes(tmp_path / LATEST, "perm")
+        data[start + 9] ^= 0x04
+    (tmp_path / LATEST).write_bytes(bytes(data))
+    ckpt = load_checkpoint(tmp_path, model)
+    assert ckpt.path.name == PREVIOUS and ckpt.progress.step == 3
+    assert "no longer match the checksum" in capsys.readouterr().err
+
+
 class _Evil:
     def __init__(self, path):
         self.path = path

@@ -231,7 +231,7 @@ def test_the_explorer_shows_a_colour_folder_run(tmp_path, train_folder):
 
     from convlens.server import create_app
     run = train(TrainConfig(dataset=f"folder:{train_folder}", epochs=1, runs_dir=str(tmp_path), name="rgb"))
-    client = TestClient(create_app(tmp_path))
+    client = TestClient(create_app(tmp_path), base_url="http://127.0.0.1:8000")
     png = client.get("/api/runs/rgb/test/3.png")
     assert png.status_code == 200
     assert Image.open(io.BytesIO(png.content)).mode == "RGB"                  # drawn in colour, not channel 0

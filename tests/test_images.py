@@ -1,4 +1,9 @@
 import io
+import os
+import resource
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -7,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from convlens.errors import ImageError
-from convlens.images import load_image, prepare_image, read_image
+from convlens.images import MAX_FILE_BYTES, load_image, prepare_image, read_image
 
 
 def _png(img: Image.Image, fmt="PNG") -> bytes:
@@ -84,6 +89,79 @@ def test_a_file_over_the_size_limit_is_refused_unread(tmp_path):
         f.truncate(MAX_FILE_BYTES + 1)         # sparse: nothing written, the size is what counts
     with pytest.raises(ImageError, match="over the 20 MiB limit"):
         read_image(big)
+
+
+def _not_a_file(kind: str, tmp_path) -> tuple[str, str]:
+    """A path that is not a regular file, and what convlens should call it."""
+    if kind == "link to /dev/zero":
+        (tmp_path / "photo.png").symlink_to("/dev/zero")
+        return str(tmp_path / "photo.png"), "a character device"
+    if kind == "FIFO":
+        os.mkfifo(tmp_path / "photo.png")        # opening it for reading waits for a writer that never comes
+        return str(tmp_path / "photo.png"), "a FIFO (named pipe)"
+    if kind == "directory":
+        (tmp_path / "photo.png").mkdir()
+        return str(tmp_path / "photo.png"), "a directory"
+    return kind, "a character device"
+
+
+# The CLI needs about 1 GiB of address space (torch's libraries); 2 GiB leaves room, and before the
+# fix /dev/zero and /dev/urandom were read until MemoryError (at ~5 GB without a limit).
+CLI_ADDRESS_SPACE = 2 << 30
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "/dev/urandom", "link to /dev/zero", "FIFO", "directory"])
+def test_predict_refuses_what_is_not_a_regular_file_at_once(tmp_path, small_run, kind):
+    path, what = _not_a_file(kind, tmp_path)
+    p = subprocess.run([sys.executable, "-m", "convlens", "predict", str(small_run.path), path, "--device", "cpu"],
+                       capture_output=True, text=True, timeout=10,     # a FIFO hung forever before
+                       env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (CLI_ADDRESS_SPACE,) * 2))
+    assert p.returncode == 2, p.stderr
+    assert p.stderr == f"convlens: error: {path}: is {what}, not an image file\n"
+
+
+def test_a_fifo_swapped_in_after_the_check_does_not_block(tmp_path, monkeypatch):
+    """The path is checked before it is opened (opening some devices acts); what was opened is checked
+    again, and O_NONBLOCK keeps a FIFO that replaced a file in between from waiting for a writer."""
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    real_stat, looks_regular = os.stat, os.stat(__file__)
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: looks_regular if str(p) == str(fifo)
+                        else real_stat(p, *a, **k))
+    outcome = []
+
+    def read():
+        try:
+            read_image(fifo)
+        except ImageError as e:
+            outcome.append(str(e))
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    if reader.is_alive():                     # blocked in open(): a writer end lets it go before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=5)
+        pytest.fail("reading a FIFO waited for a writer")
+    assert outcome == [f"{fifo}: is a FIFO (named pipe), not an image file"]
+
+
+def _size_zero(st: os.stat_result) -> os.stat_result:
+    return os.stat_result((*st[:6], 0, *st[7:10]))
+
+
+def test_a_regular_file_that_says_size_zero_is_read_only_up_to_the_limit(tmp_path, monkeypatch):
+    """/proc and sysfs files are regular and report size 0: at most MAX_FILE_BYTES + 1 bytes are read."""
+    big = tmp_path / "proc-like.png"
+    with open(big, "wb") as f:
+        f.truncate(3 * MAX_FILE_BYTES)        # sparse: 60 MiB of zeros, nothing written
+    real_stat, real_fstat = os.stat, os.fstat
+    with monkeypatch.context() as m:
+        m.setattr(os, "stat", lambda p, *a, **k: _size_zero(real_stat(p, *a, **k)))
+        m.setattr(os, "fstat", lambda fd: _size_zero(real_fstat(fd)))
+        with pytest.raises(ImageError) as e:
+            read_image(big)
+    assert str(e.value) == f"{big}: 20.0 MiB is over the 20 MiB limit"        # not 60.0: the rest was never read
 
 
 _SEEDS = {fmt: _png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 20, 3), np.uint8)), fmt)

@@ -1,6 +1,7 @@
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,70 @@ def test_a_run_name_wins_over_a_folder_of_the_same_name(tmp_path, monkeypatch):
     (tmp_path / "runs" / "three").mkdir(parents=True)   # the run
     assert resolve_run("three", "runs") == Path("runs") / "three"
     assert resolve_run("./three", "runs") == Path("three")   # a path is a path
+
+
+# ---------------------------------------------------------------------------
+# A safetensors file is a pickle only when it is not safetensors; damage never loads quietly
+
+def _safetensors_with_header_length(low: int) -> bytes:
+    """A valid safetensors file whose 8-byte header length starts with the byte `low` (any value)."""
+    import struct
+    for extra in range(600):
+        header = json.dumps({"__metadata__": {"p": "x" * extra},
+                             "t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+        if len(header) % 256 == low:
+            return struct.pack("<Q", len(header)) + header + torch.tensor([1.5, -2.0]).numpy().tobytes()
+    raise AssertionError(low)
+
+
+def test_safetensors_whose_header_length_starts_like_a_pickle_load(tmp_path):
+    """One header length in 32 (of the 8-byte-aligned ones safetensors writes) starts with 0x80, pickle's
+    first byte: such files used to be refused as pickles, losing the run (issue 15)."""
+    from convlens.files import read_safetensors, save_safetensors
+    for low in range(256):
+        f = tmp_path / f"{low}.safetensors"
+        f.write_bytes(_safetensors_with_header_length(low))
+        tensors, _ = read_safetensors(f)
+        assert tensors["t"].tolist() == [1.5, -2.0], low
+    m = build_model("conv8-conv8-pool-flatten-dense128-bn-dense10")    # the reproduction's model
+    seen = set()
+    for k in range(256):
+        save_safetensors(tmp_path / "m.safetensors", m.state_dict(), {"pad": "x" * k})
+        first = (tmp_path / "m.safetensors").read_bytes()[0]
+        seen.add(first)
+        if first == 0x80:
+            load_weights(tmp_path / "m.safetensors", build_model("conv8-conv8-pool-flatten-dense128-bn-dense10"))
+    assert 0x80 in seen and len(seen) == 32                  # every 8-byte-aligned low byte, 0x80 among them
+
+
+def _damage(path, how: str, rng) -> None:
+    data = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")                      # the tensors' bytes
+    if how == "zeroed 4 KiB":
+        at = int(rng.integers(start, len(data) - 4096))
+        data[at:at + 4096] = bytes(4096)
+    else:                                                              # 50 flipped bits in the tensors
+        for i in rng.integers(start * 8, len(data) * 8, 50):
+            data[i // 8] ^= 1 << (i % 8)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["zeroed 4 KiB", "50 flipped bits"])
+def test_damaged_weights_are_refused_not_loaded(tmp_path, small_run, how):
+    import numpy as np
+    shutil.copytree(small_run.path, tmp_path / "r")
+    _damage(tmp_path / "r" / "model.safetensors", how, np.random.default_rng(0))
+    with pytest.raises(RunError, match="damaged: its tensors no longer match the checksum"):
+        open_run(tmp_path / "r").load_model()
+
+
+def test_an_edited_model_json_is_refused(tmp_path, small_run):
+    """Class names reversed, or the spec swapped for one with the same shapes: every prediction would change."""
+    for edit, what in ((lambda m: {**m, "classes": m["classes"][::-1]}, "classes"),
+                       (lambda m: {**m, "spec": m["spec"].replace("conv64-pool-conv64", "conv64_tanh-pool-conv64")},
+                        "spec")):
+        shutil.copytree(small_run.path, tmp_path / what)
+        info = json.loads((tmp_path / what / "model.json").read_text())
+        (tmp_path / what / "model.json").write_text(json.dumps(edit(info)))
+        with pytest.raises(RunError, match=f"model.json does not match model.safetensors: its {what} differ"):
+            open_run(tmp_path / what).load_model()

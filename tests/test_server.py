@@ -26,7 +26,7 @@ def client(tmp_path_factory, small_run, small_data_dir):
     runs = tmp_path_factory.mktemp("served") / "runs"
     shutil.copytree(small_run.path, runs / "small")
     app = create_app(runs, data_dir=str(small_data_dir))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
         c.runs = runs
         yield c
 

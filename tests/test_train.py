@@ -36,7 +36,7 @@ def test_train_writes_a_complete_run(tmp_path):
     run = train(TrainConfig(model="conv8-pool-flatten-dense2", epochs=2, runs_dir=str(tmp_path), name="bars"),
                 data=synthetic())
     files = sorted(p.name for p in run.path.iterdir())
-    assert files == ["checkpoint.prev.safetensors", "checkpoint.safetensors", "config.json", "metrics.jsonl",
+    assert files == [".lock", "checkpoint.prev.safetensors", "checkpoint.safetensors", "config.json", "metrics.jsonl",
                      "model.json", "model.safetensors", "results.json"]
     cfg = json.loads((run.path / "config.json").read_text())
     assert cfg["spec"] == "conv8-pool-flatten-dense2" and cfg["versions"]["torch"].startswith("2.13")

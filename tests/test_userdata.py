@@ -54,6 +54,16 @@ def test_kaggle_csv_of_the_real_test_set_gives_the_idx_accuracy_exactly(tmp_path
     assert a["accuracy"] == b["accuracy"] and a["confusion"] == b["confusion"]
 
 
+def test_one_csv_handed_to_evaluate_is_all_test_data(tmp_path, real_seed_run, real_data):
+    """The user hands over a file to score: every row is scored, not a seeded fifth of them (issue 15)."""
+    path = kaggle_csv(tmp_path / "test.csv", real_data.test_x[:, 0].numpy(), real_data.test_y, header=True)
+    runs = real_seed_run.path.parent
+    rc, out, err = run_cli("evaluate", real_seed_run.name, "--runs-dir", runs, "--dataset", f"csv:{path}", "--json",
+                           timeout=600)
+    assert rc == 0, err
+    assert json.loads(out)["images"] == 10000
+
+
 def test_one_csv_without_a_header_has_one_test_split_for_every_seed(tmp_path, real_data):
     path = kaggle_csv(tmp_path / "all.csv", real_data.test_x[:1000, 0].numpy(), real_data.test_y[:1000], header=False)
     a = load_dataset(f"csv:{path}", val_split=0.1, seed=3)

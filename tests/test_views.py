@@ -32,7 +32,7 @@ def calls(monkeypatch):
 def served(tmp_path_factory, small_run, small_data_dir):
     runs = tmp_path_factory.mktemp("views") / "runs"
     shutil.copytree(small_run.path, runs / "small")
-    with TestClient(create_app(runs, data_dir=str(small_data_dir))) as client:
+    with TestClient(create_app(runs, data_dir=str(small_data_dir)), base_url="http://127.0.0.1:8000") as client:
         client.runs = runs
         yield client
 

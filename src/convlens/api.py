@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import time
 
 import numpy as np
@@ -38,6 +39,7 @@ Index = Query(None, ge=0, description="a test image")
 ImageId = Query(None, max_length=64, description="an uploaded image instead")
 Invert = Query("auto", pattern=f"^({'|'.join(views.INVERT)})$")
 Cam = Query("layercam", pattern=f"^({'|'.join(CAM_METHODS)})$")
+log = logging.getLogger("convlens.server")
 
 
 def explorer(request: Request):
@@ -89,21 +91,36 @@ def colormaps():
     return {role: base64.b64encode(colormap_table(name).tobytes()).decode() for role, name in COLORMAPS.items()}
 
 
+def run_entry(run) -> dict:
+    """One row of the runs list."""
+    res = run.results
+    return {"name": run.name, "model": run.config.model, "spec": run.model_info.spec,
+            "dataset": run.model_info.dataset, "epochs": len(run.metrics), "epochs_planned": run.config.epochs,
+            "test_accuracy": res.get("test_accuracy"),
+            "state": "finished" if res and not res.get("interrupted") else "stopped" if res
+            else "training or stopped", "created": run.record.get("created")}
+
+
 @runs_api.get("/api/runs")
 def list_runs(ex=Depends(explorer)):
+    """Every readable run, newest first. A folder being written or damaged is left out, and whatever
+    one folder holds, the others are listed (an unexpected error is logged, not answered)."""
     out = []
-    for path in sorted(ex.runs_dir.glob("*/model.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+    for path in sorted(ex.runs_dir.glob("*/model.json"), key=mtime, reverse=True):
         try:
-            run = ex.run(path.parent.name)
+            out.append(run_entry(ex.run(path.parent.name)))
         except (ConvlensError, HTTPException):
-            continue                     # a folder being written or damaged: not listed
-        res = run.results
-        out.append({"name": run.name, "model": run.config.model, "spec": run.model_info.spec,
-                    "dataset": run.model_info.dataset, "epochs": len(run.metrics), "epochs_planned": run.config.epochs,
-                    "test_accuracy": res.get("test_accuracy"),
-                    "state": "finished" if res and not res.get("interrupted") else "stopped" if res
-                    else "training or stopped", "created": run.record.get("created")})
+            continue
+        except Exception:
+            log.exception("run %s left out of the list", path.parent.name)
     return out
+
+
+def mtime(path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0                       # deleted while listing
 
 
 @runs_api.get("/api/runs/{name}")
@@ -304,7 +321,7 @@ class TrainRequest(BaseModel):
     model: str = Field("seed", max_length=500, description="preset name or spec")
     epochs: int = Field(5, ge=1, le=200)
     batch_size: int | None = Field(None, ge=1, le=8192)
-    lr: float | None = Field(None, gt=0, lt=10)
+    lr: float | None = Field(None, gt=0, lt=10, allow_inf_nan=False)
     name: str | None = Field(None, max_length=128)
 
 

@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save as st_save
 
 from .errors import RunError
-from .files import check_state, read_safetensors, write_atomic
+from .files import check_state, read_safetensors, save_safetensors
 
 LATEST = "checkpoint.safetensors"
 PREVIOUS = "checkpoint.prev.safetensors"
@@ -128,13 +127,12 @@ def save_checkpoint(run_dir: Path, progress: Progress, model: torch.nn.Module, o
         tensors["perm"] = perm
     if sums is not None:
         tensors["sums.loss"], tensors["sums.correct"] = sums
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     progress_json = asdict(progress)
     progress_json["best_loss"] = None if progress.best_loss == float("inf") else progress.best_loss
     meta = {"format": FORMAT, "progress": json.dumps(progress_json), "optimizer": json.dumps(opt_meta),
             "rng": json.dumps(rng_meta)}
     path = run_dir / LATEST
-    write_atomic(path, st_save(tensors, metadata=meta), keep_previous=run_dir / PREVIOUS)
+    save_safetensors(path, tensors, meta, keep_previous=run_dir / PREVIOUS)
     return path
 
 
@@ -182,6 +180,8 @@ def read_checkpoint(path: Path, model: torch.nn.Module) -> Checkpoint:
     perm = tensors.get("perm")
     if progress.step_in_epoch and (perm is None or perm.dtype != torch.int64 or perm.ndim != 1):
         raise RunError(f"{path}: damaged checkpoint: the epoch in progress has no data order")
+    if perm is not None and not torch.equal(perm.sort().values, torch.arange(len(perm))):
+        raise RunError(f"{path}: damaged checkpoint: its data order is not a permutation of the training images")
     sums = (tensors.get("sums.loss", torch.zeros(())), tensors.get("sums.correct", torch.zeros((), dtype=torch.long)))
 
     state: dict = {}
@@ -215,7 +215,13 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> Checkpoint:
         return ckpt
     if errors:
         raise RunError("no usable checkpoint: " + "; ".join(errors))
-    raise RunError(f"{run_dir}: no checkpoint to resume from (the run stopped before its first one)")
+    raise nothing_to_resume(run_dir)
+
+
+def nothing_to_resume(run_dir: Path) -> RunError:
+    """The error for a run that has no checkpoint at all, and the way out."""
+    return RunError(f"{run_dir}: no checkpoint to resume from: it stopped before its first one, so nothing was "
+                    f"trained; delete {run_dir} and train again (or pick another --name)")
 
 
 def restore(ckpt: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -22,8 +22,8 @@ from .datasets import load_dataset, model_data
 from .engine import pick_device, unit_pixels
 from .errors import ConvlensError
 from .evaluate import predict
-from .files import write_atomic, write_json
-from .progress import TrainingProgress, say
+from .files import read_json, write_atomic, write_json
+from .progress import TrainingProgress, progress_text, say
 from .registry import dataset_info
 from .runs import open_run
 from .sources import fetch, locate, verify
@@ -60,10 +60,7 @@ def cmd_train(args) -> None:
                if args.resume else train(TrainConfig.from_args(args), on_start=progress.begin,
                                          on_epoch=progress.epoch, on_step=progress.step))
     except KeyboardInterrupt:
-        if progress.path and any(progress.path.glob("checkpoint*.safetensors")):
-            raise ConvlensError(f"interrupted before the first epoch finished; "
-                                f"`convlens train --resume {progress.path}` continues from the checkpoint") from None
-        raise
+        raise _interrupted(progress.path, progress.done) or KeyboardInterrupt from None
     finally:
         progress.close()
     if run is None:              # a rank other than 0 of a torchrun launch: rank 0 reports
@@ -71,8 +68,28 @@ def cmd_train(args) -> None:
     progress.finish(run)
     if not args.no_report:
         from .report import write_run_report
-        say(f"Report: {write_run_report(run, data=progress.data)}")
+        try:
+            say(f"Report: {write_run_report(run, data=progress.data)}")
+        except KeyboardInterrupt:
+            raise _interrupted(run.path, progress.done) from None
     say(f"Run: {run.path}")
+
+
+def _interrupted(path, epochs_done: int) -> ConvlensError | None:
+    """What a Ctrl-C that reached the command line leaves behind, and how to go on (None: nothing)."""
+    if path is None:
+        return None
+    if (path / "results.json").exists():
+        res = read_json(path / "results.json")
+        if not res.get("interrupted"):
+            return ConvlensError(f"interrupted after training: the weights and results are in {path}; "
+                                 f"`convlens report {path}` writes its report")
+        return ConvlensError(f"interrupted {progress_text(res)}: kept the weights and results; "
+                             f"`convlens train --resume {path}` continues from there")
+    if any(path.glob("checkpoint*.safetensors")):
+        where = f"after epoch {epochs_done}" if epochs_done else "before the first epoch finished"
+        return ConvlensError(f"interrupted {where}; `convlens train --resume {path}` continues from the checkpoint")
+    return None
 
 
 def cmd_summary(args) -> None:
@@ -117,7 +134,7 @@ def _looked(run, image: str | None, index: int, data) -> views.Looked:
 def cmd_evaluate(args) -> None:
     run = open_run(args.run, args.runs_dir)
     if args.dataset:        # the same model on other files: a CSV export of its test set, a new batch, …
-        data = model_data(args.dataset, run.input_shape, args.data_dir)
+        data = model_data(args.dataset, run.input_shape, args.data_dir, all_test=True)   # handed over: all test
         if data.input_shape != run.input_shape or data.num_classes > len(run.classes):
             raise ConvlensError(f"{args.dataset}: {data.num_classes} classes of {data.input_shape} images; run "
                                 f"{run.name} takes {run.input_shape} and knows {len(run.classes)}")
@@ -192,7 +209,7 @@ def cmd_compare(args) -> None:
 def cmd_export(args) -> None:
     from .export import check_onnx, export_run
     run = open_run(args.run, args.runs_dir)
-    path = export_run(run, args.format, args.out)
+    path = export_run(run, args.format, args.out, replace=args.force)
     say(f"{run.name} → {path} ({path.stat().st_size / 1e6:.2f} MB), "
         f"preprocessing in {path.parent / 'preprocessing.json'}")
     if args.format == "onnx" and not args.no_check:
@@ -237,9 +254,15 @@ def cmd_serve(args) -> None:
                                 "and starts training); add --public if that is what you want")
         print(f"convlens: warning: serving on {args.host}:{args.port}: anyone who can reach this address can "
               "browse your runs, upload images and start training", file=sys.stderr, flush=True)
-    Path(args.runs_dir).mkdir(parents=True, exist_ok=True)
+    runs = Path(args.runs_dir)
+    if runs.exists() and not runs.is_dir():
+        raise ConvlensError(f"--runs-dir {runs} is a file, not a folder of runs")
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConvlensError(f"--runs-dir {runs}: cannot create it: {e.strerror or e}") from None
     say(f"convlens explorer: http://{'localhost' if args.host in ('127.0.0.1', '::1') else args.host}:{args.port}/"
-        f"  (runs in {Path(args.runs_dir).resolve()}; Ctrl-C stops)")
+        f"  (runs in {runs.resolve()}; Ctrl-C stops)")
     serve(args.runs_dir, args.host, args.port, args.data_dir, args.device)
 
 
@@ -321,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:   # a bug: say so in one line, keep the traceback for --debug
         if debug:
             traceback.print_exc()
-        print(f"convlens: error: internal error: {type(e).__name__}: {e} (rerun with --debug for details)",
-              file=sys.stderr)
+        hint = "" if debug else " (rerun with --debug for details)"
+        print(f"convlens: error: internal error: {type(e).__name__}: {e}{hint}", file=sys.stderr)
         return 1
 
 

@@ -159,6 +159,7 @@ def add_export(sp) -> None:
     run_args(sp)
     sp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="(default %(default)s)")
     sp.add_argument("--out", default=None, help="folder for the files (default RUN/export)")
+    sp.add_argument("--force", action="store_true", help="replace the files of an earlier export in --out")
     sp.add_argument("--no-check", action="store_true",
                     help="skip running the ONNX file in onnxruntime over the test set against PyTorch")
 
@@ -177,9 +178,14 @@ def add_convolve(sp) -> None:
 
 
 def add_serve(sp) -> None:
+    def port(text: str) -> int:
+        value = positive_int(text)
+        if value > 65535:
+            raise argparse.ArgumentTypeError(f"a TCP port is 1 to 65535, got {value}")
+        return value
     sp.add_argument("--runs-dir", default="runs", help="where runs live (default %(default)s)")
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
-    sp.add_argument("--port", type=positive_int, default=8000, help="(default %(default)s)")
+    sp.add_argument("--port", type=port, default=8000, help="1 to 65535 (default %(default)s)")
     sp.add_argument("--public", action="store_true", help="allow a --host other than this machine's loopback")
     sp.add_argument("--data-dir", default=None, help="folder with the dataset files")
     sp.add_argument("--device", default="auto", help="where models run and training jobs train: auto | cpu | cuda "

@@ -14,6 +14,7 @@ from .dataref import DatasetRef, parse_image_size
 from .engine import check_device_name
 from .errors import ConvlensError, RunError
 from .models import parse_spec
+from .names import check_name
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,12 @@ class TrainConfig:
         if self.checkpoint_every < 0:
             raise ConvlensError(f"--checkpoint-every must be ≥ 0 (0: after each epoch only), "
                                 f"got {self.checkpoint_every}")
-        if self.threads < 0:
-            raise ConvlensError(f"--threads must be ≥ 0, got {self.threads}")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise ConvlensError(f"--threads must be 0 (one per core) to {MAX_THREADS}, got {self.threads}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConvlensError(f"--seed must be 0 to {MAX_SEED:,} (NumPy's seed range), got {self.seed}")
+        if self.name is not None:
+            check_name(self.name)
 
     @property
     def settings(self) -> Recipe:
@@ -177,6 +182,9 @@ class TrainConfig:
         """The config fields a namespace from from_args's parser has values for (flags on the command line)."""
         return [f.name for f in fields(cls) if hasattr(args, f.name)]
 
+
+MAX_SEED = 2**32 - 1     # numpy.random.seed takes no more
+MAX_THREADS = 256        # torch.set_num_threads(100000) crashes the process; no CPU here has 256 cores
 
 # Keys config.json holds beside the settings: what the run resolved and recorded.
 RECORDED = ("spec", "settings", "resolved", "versions", "command", "created")

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .errors import ConvlensError, ImageError
-from .images import flatten_alpha, read_image
+from .images import read_image, upright_8bit
 
 MAX_KERNEL_SIZE = 15   # a 15×15 kernel already covers half a 28×28 image; anything larger is a typo
 LAB_MAX_SIDE = 512     # px: a 4000×3000 photo becomes 512×384, enough to see edges, small enough to draw
@@ -325,7 +325,7 @@ def lab_image(source: str | os.PathLike | bytes | Image.Image, name: str | None 
     """
     label = name or (str(source) if not isinstance(source, (bytes, Image.Image)) else "upload")
     img = source if isinstance(source, Image.Image) else read_image(source, name)
-    img = flatten_alpha(ImageOps.exif_transpose(img) or img).convert("L")
+    img = upright_8bit(img).convert("L")
     if min(img.size) < 3:
         raise ImageError(f"{label}: {img.width}×{img.height} pixels is too small to convolve (at least 3×3)")
     if max(img.size) > LAB_MAX_SIDE:

@@ -26,11 +26,12 @@ from .config import TrainConfig
 from .dataref import DatasetRef, parse_image_size
 from .errors import DataError, RunError
 from .files import read_json
-from .folders import StreamedImages, from_files, load_folder
+from .folders import TEST_SHARE, StreamedImages, from_files, load_folder
 from .idx import images_and_labels, read_idx
+from .names import MAX_CLASSES
 from .registry import dataset_info
 from .sources import fetch
-from .userdata import load_csv, load_idx_dir
+from .userdata import CSV_TEST_SHARE, load_csv, load_idx_dir
 
 Images = torch.Tensor | StreamedImages
 
@@ -92,7 +93,15 @@ def stats_sample(x: Images, n: int, seed: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------
 # Loaders, one per kind of reference: (train_x, train_y, test_x, test_y, classes, skipped, files)
 
-def _registered(ref: DatasetRef, data_dir, image_size, channels, stream):
+@dataclass(frozen=True)
+class LoadOptions:
+    image_size: tuple[int, int] | None = None   # image folders: resize to (height, width)
+    channels: int | None = None                  # image folders: 1 or 3
+    stream: bool = False                         # image folders: decode from disk as they are used
+    all_test: bool = False                       # own data without its own split: every image is test data
+
+
+def _registered(ref: DatasetRef, data_dir, o: LoadOptions):
     info = dataset_info(ref.where)
     paths = {loc.role: loc.path for loc in fetch(info, data_dir)}
     arrays = {role: read_idx(path) for role, path in paths.items()}
@@ -103,16 +112,16 @@ def _registered(ref: DatasetRef, data_dir, image_size, channels, stream):
     return train_x, train_y, test_x, test_y, info.classes, (), None
 
 
-def _idx(ref: DatasetRef, data_dir, image_size, channels, stream):
+def _idx(ref: DatasetRef, data_dir, o: LoadOptions):
     return (*load_idx_dir(ref.path), (), None)
 
 
-def _csv(ref: DatasetRef, data_dir, image_size, channels, stream):
-    return (*load_csv(ref.path), (), None)
+def _csv(ref: DatasetRef, data_dir, o: LoadOptions):
+    return (*load_csv(ref.path, 1.0 if o.all_test else CSV_TEST_SHARE), (), None)
 
 
-def _folder(ref: DatasetRef, data_dir, image_size, channels, stream):
-    return load_folder(ref.path, image_size, channels, stream)
+def _folder(ref: DatasetRef, data_dir, o: LoadOptions):
+    return load_folder(ref.path, o.image_size, o.channels, o.stream, 1.0 if o.all_test else TEST_SHARE)
 
 
 LOADERS: dict[str, Callable] = {"registered": _registered, "idx": _idx, "csv": _csv, "folder": _folder}
@@ -127,21 +136,35 @@ def split_train_val(n: int, val_split: float, seed: int) -> tuple[torch.Tensor, 
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
-def load_dataset(name: str | DatasetRef = "fashion-mnist", data_dir: str | os.PathLike | None = None,
-                 val_split: float = 0.1, seed: int = 0, image_size: tuple[int, int] | None = None,
-                 channels: int | None = None, stream: bool = False) -> Dataset:
-    """Load a dataset with a seeded validation split: a registered one (finding or fetching its files)
-    or your own, `idx:DIR`, `csv:PATH` or `folder:DIR` (image_size, channels and stream apply to
-    image folders only)."""
-    ref = DatasetRef.parse(name)
-    if (image_size or channels or stream) and not ref.is_folder:
-        raise DataError("--image-size, --channels and --stream apply to image folders (--dataset folder:PATH)")
-    train_x, train_y, test_x, test_y, classes, skipped, files = LOADERS[ref.kind](ref, data_dir, image_size,
-                                                                                   channels, stream)
+def _check_loaded(ref: DatasetRef, train_x, train_y, test_x, test_y, classes) -> None:
+    """What every loader's output must be, whatever the files said."""
+    if not classes or len(classes) > MAX_CLASSES:
+        raise DataError(f"{ref}: {len(classes):,} classes; convlens takes 1 to {MAX_CLASSES:,}")
     for y, what in ((train_y, "train"), (test_y, "test")):
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
             raise DataError(f"{ref} {what} labels outside 0..{len(classes) - 1}")
+    if len(train_y) and len(test_y) and tuple(train_x.shape[1:]) != tuple(test_x.shape[1:]):
+        c, h, w = train_x.shape[1:]
+        tc, th, tw = test_x.shape[1:]
+        raise DataError(f"{ref}: the training images are {h}×{w}×{c} but the test images {th}×{tw}×{tc}; "
+                        "a model takes one size")
+
+
+def load_dataset(name: str | DatasetRef = "fashion-mnist", data_dir: str | os.PathLike | None = None,
+                 val_split: float = 0.1, seed: int = 0, image_size: tuple[int, int] | None = None,
+                 channels: int | None = None, stream: bool = False, all_test: bool = False) -> Dataset:
+    """Load a dataset with a seeded validation split: a registered one (finding or fetching its files)
+    or your own, `idx:DIR`, `csv:PATH` or `folder:DIR` (image_size, channels and stream apply to
+    image folders only; all_test: a single CSV or a folder without train/ and test/ is all test data)."""
+    ref = DatasetRef.parse(name)
+    if (image_size or channels or stream) and not ref.is_folder:
+        raise DataError("--image-size, --channels and --stream apply to image folders (--dataset folder:PATH)")
+    loaded = LOADERS[ref.kind](ref, data_dir, LoadOptions(image_size, channels, stream, all_test))
+    train_x, train_y, test_x, test_y, classes, skipped, files = loaded
+    _check_loaded(ref, train_x, train_y, test_x, test_y, classes)
     train_idx, val_idx = split_train_val(len(train_y), val_split, seed)
+    if len(train_y) and not len(train_idx):
+        raise DataError(f"--val-split {val_split} leaves no training images (of {len(train_y):,})")
     return Dataset(str(ref), tuple(classes), take(train_x, train_idx), train_y[train_idx], take(train_x, val_idx),
                    train_y[val_idx], test_x, test_y, tuple(skipped), files)
 
@@ -163,13 +186,14 @@ def training_data(config: TrainConfig) -> Dataset:
 # A trained model's data: for evaluating and inspecting it
 
 def model_data(ref: DatasetRef | str, input_shape: Sequence[int], data_dir: str | None = None,
-               stream: bool = False) -> Dataset:
+               stream: bool = False, all_test: bool = False) -> Dataset:
     """A dataset's every training image and its test split, its images the size and channels of a
-    model's input (image folders are resized to it): `evaluate --dataset` on other files."""
+    model's input (image folders are resized to it). all_test: files handed over to be scored (`evaluate
+    --dataset`), a single CSV or a folder without its own split is all test data."""
     ref = DatasetRef.parse(ref)
     c, h, w = input_shape
     options = {"image_size": (h, w), "channels": c, "stream": stream} if ref.is_folder else {}
-    return load_dataset(ref, data_dir, val_split=0.0, **options)
+    return load_dataset(ref, data_dir, val_split=0.0, all_test=all_test, **options)
 
 
 def run_data(config: TrainConfig, input_shape: Sequence[int], classes: Sequence[str], run_dir: Path,

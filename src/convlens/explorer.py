@@ -30,8 +30,6 @@ from .runs import Run, check_name, open_run
 
 UPLOADS_KEPT = 32          # uploaded/drawn images kept for follow-up requests (hover arithmetic, the lab)
 RUN_FILES = ("model.json", "config.json", "metrics.jsonl", "results.json", "model.safetensors")
-
-
 class Cache:
     """A bounded least-recently-used map whose values are made once, outside the lock."""
 
@@ -72,8 +70,8 @@ class Explorer:
 
     # runs ---------------------------------------------------------------
     def run(self, name: str) -> Run:
-        """A run by name inside the runs folder; 404 for anything else (no '..', no paths). Read
-        again only when one of its files changed (a run still training changes)."""
+        """A run by name inside the runs folder; 404 for anything else (no '..', no paths), RunError
+        (400) for a damaged one. Read again only when one of its files changed (a run still training)."""
         try:
             check_name(name)
         except RunError as e:

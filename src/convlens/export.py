@@ -65,14 +65,19 @@ def preprocessing(run: Run, fmt: str, model_file: Path, model_bytes: bytes) -> d
         "exported_by": f"convlens {convlens_version()}, torch {torch.__version__}"}
 
 
-def export_run(run: Run, fmt: str = "onnx", out_dir: str | os.PathLike | None = None) -> Path:
-    """Export a run's model as ONNX or TorchScript, with preprocessing.json beside it; returns the model path."""
+def export_run(run: Run, fmt: str = "onnx", out_dir: str | os.PathLike | None = None,
+               replace: bool = False) -> Path:
+    """Export a run's model as ONNX or TorchScript, with preprocessing.json beside it; returns the model path.
+    An earlier export's files in the folder are replaced only when `replace` says so."""
     if fmt not in FORMATS:
         raise ConvlensError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    out = Path(out_dir) if out_dir else run.path / "export"
+    there = [p for p in (out / FORMATS[fmt], out / "preprocessing.json") if p.exists()]
+    if there and not replace:
+        raise ConvlensError(f"{there[0]} already exists: pass --force to replace it, or choose another --out")
     model = _portable(run)
     c, h, w = run.input_shape
     example = torch.rand(2, c, h, w)
-    out = Path(out_dir) if out_dir else run.path / "export"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -7,6 +7,7 @@ reader refuses a pickle (torch.save, .pt, .pth) before any parser sees it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -15,8 +16,10 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from .errors import RunError
+from .reading import read_regular
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -82,28 +85,73 @@ def write_json(path: Path, obj) -> None:
     write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a safetensors file; RunError for a pickle or anything malformed.
+# ---------------------------------------------------------------------------
+# safetensors: checked before any parser runs, checksummed so that damage never loads quietly
 
-    A pickle (torch.save, .pt, .pth) is recognised by its first bytes and refused before
-    any parser sees it: unpickling runs whatever code the file names.
-    """
+MAX_WEIGHTS_BYTES = 16 << 30       # a checkpoint of the largest model convlens builds, with Adam's moments
+MAX_JSON_BYTES = 64 << 20          # a run's JSON files; files.json of 100,000 images is ~5 MB
+DIGEST_KEY = "sha256"              # safetensors metadata: the digest of the tensors, written with them
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}\0{str(t.dtype)}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+                     keep_previous: Path | None = None) -> None:
+    """Write tensors atomically as safetensors, with their digest in the metadata."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    write_atomic(path, st_save(tensors, metadata={**metadata, DIGEST_KEY: tensors_digest(tensors)}),
+                 keep_previous=keep_previous)
+
+
+def _safetensors_header(data: bytes) -> dict | None:
+    """The JSON header of safetensors bytes (8-byte little-endian length, then a JSON object), or None
+    when the bytes are not laid out that way."""
+    if len(data) < 10:
+        return None
+    n = int.from_bytes(data[:8], "little")
+    if n < 2 or 8 + n > len(data) or data[8:9] != b"{":
+        return None
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise RunError(f"{path}: no such file") from None
-    except OSError as e:
-        raise RunError(f"{path}: cannot read: {e.strerror or e}") from None
-    if data.startswith(PICKLE_MAGIC):
-        raise RunError(f"{path}: this is a pickle (torch.save/.pt/.pth), which can run code when loaded; "
-                       "convlens loads only safetensors")
+        header = json.loads(data[8:8 + n])
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def read_safetensors(path: Path, limit: int = MAX_WEIGHTS_BYTES) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; RunError for a pickle, damage, or anything malformed.
+
+    A file is taken for a pickle (torch.save, .pt, .pth) only when it is not laid out as safetensors
+    and starts like one; it is refused before any parser sees it: unpickling runs whatever code the
+    file names. (A safetensors file starts with its header's length, whose first byte is 0x80 for
+    one header length in 32: that is no pickle.) A digest written with the tensors must match them.
+    """
+    data = read_regular(path, limit, RunError, "a safetensors file")
+    header = _safetensors_header(data)
+    if header is None:
+        if data.startswith(PICKLE_MAGIC):
+            raise RunError(f"{path}: this is a pickle (torch.save/.pt/.pth), which can run code when loaded; "
+                           "convlens loads only safetensors")
+        raise RunError(f"{path}: not a valid safetensors file (no safetensors header)")
     try:
         tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
-    except (SafetensorError, ValueError, RuntimeError, OverflowError, TypeError, MemoryError,
-            AttributeError) as e:
-        raise RunError(f"{path}: not a valid safetensors file ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
+    except (SafetensorError, ValueError, RuntimeError, OverflowError, TypeError, MemoryError, AttributeError) as e:
+        why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise RunError(f"{path}: not a valid safetensors file ({why})") from None
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise RunError(f"{path}: not a valid safetensors file (malformed metadata)")
+    recorded = metadata.get(DIGEST_KEY)
+    if recorded is not None and recorded != tensors_digest(tensors):
+        raise RunError(f"{path}: damaged: its tensors no longer match the checksum written with them")
     return tensors, metadata
 
 
@@ -123,13 +171,14 @@ def check_state(path: Path, state: dict[str, torch.Tensor], expected: dict[str, 
             raise RunError(f"{path}: {key} holds NaN or infinite values")
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> dict:
+    """A run's JSON file as a dict; RunError for anything else (damage, a bomb of nesting or digits)."""
+    data = read_regular(path, limit, RunError, "a JSON file")
     try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunError(f"{path}: no such file (an incomplete run?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunError(f"{path}: not readable JSON ({e})") from None
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:   # ValueError: JSON, and 5,000-digit integers
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e).splitlines()[0][:120]
+        raise RunError(f"{path}: not readable JSON ({why})") from None
     if not isinstance(obj, dict):
         raise RunError(f"{path}: expected a JSON object")
     return obj

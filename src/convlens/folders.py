@@ -38,6 +38,7 @@ import torch
 
 from .errors import DataError, ImageError
 from .images import read_image, stretch_image
+from .names import MAX_CLASSES, printable
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 TEST_SHARE = 0.2                 # no train/ and test/ sub-folders: this share of each class is the test set
@@ -67,61 +68,84 @@ class Listing:
     skipped: list[tuple[str, str]]        # (path, why)
 
 
-def _visible(p: Path) -> bool:
-    return not p.name.startswith(".")
+def _inside(path: str | Path, root: str) -> bool:
+    """True when `path`, links resolved, lies inside the folder `root` (itself resolved)."""
+    return os.path.commonpath([os.path.realpath(path), root]) == root
 
 
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted((d for d in folder.iterdir() if d.is_dir() and _visible(d)), key=lambda d: d.name)
+def _class_dirs(folder: Path, root: str, skipped: list) -> list[Path]:
+    """The visible sub-folders of `folder`, sorted; a link to a folder outside the dataset is skipped (a
+    class folder linked to / would otherwise walk the whole file system)."""
+    out = []
+    for d in sorted(folder.iterdir(), key=lambda d: d.name):
+        if d.name.startswith(".") or not d.is_dir():
+            continue
+        if d.is_symlink() and not _inside(d, root):
+            skipped.append((str(d), "a link to a folder outside the dataset folder"))
+        else:
+            out.append(d)
+    return out
 
 
-def _files(class_dir: Path, label: int, skipped: list) -> list[tuple[str, int]]:
+def _files(class_dir: Path, label: int, skipped: list, root: str) -> list[tuple[str, int]]:
+    """The image files under a class folder (links to files outside the dataset folder skipped;
+    linked sub-folders are not followed, so no link can loop)."""
     out = []
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
             if name.startswith("."):
                 continue
-            path = os.path.join(dirpath, name)
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            if os.path.islink(path) and not _inside(path, root):
+                skipped.append((path, "a link to a file outside the dataset folder"))
+            elif Path(name).suffix.lower() in IMAGE_SUFFIXES:
                 out.append((path, label))
             else:
                 skipped.append((path, f"not an image file by its name ({SUFFIX_LIST})"))
     return out
 
 
-def list_folder(root: Path) -> Listing:
-    """Classes and files of `root`; its train/ and test/ sub-folders, or a stratified seeded split."""
-    if not root.is_dir():
-        raise DataError(f"folder:{root}: no such folder")
-    skipped: list[tuple[str, str]] = []
-    own_split = (root / "train").is_dir() and (root / "test").is_dir()
-    top = root / "train" if own_split else root
-    class_dirs = _class_dirs(top)
+def _classes_of(top: Path, root: str, skipped: list) -> list[Path]:
+    class_dirs = _class_dirs(top, root, skipped)
     if len(class_dirs) < 2:
         raise DataError(f"folder:{top}: found {len(class_dirs)} class folder{'' if len(class_dirs) == 1 else 's'}; "
                         f"an image folder needs one sub-folder per class, at least two ({top}/cat/, {top}/dog/, …)")
-    classes = tuple(d.name for d in class_dirs)
-    if own_split:
-        train = [f for i, d in enumerate(class_dirs) for f in _files(d, i, skipped)]
-        test = []
-        for d in _class_dirs(root / "test"):
-            if d.name not in classes:
-                raise DataError(f"folder:{root}: test/{d.name} is not a class of train/ ({', '.join(classes)})")
-            test += _files(d, classes.index(d.name), skipped)
-    else:
-        train, test = [], []
-        for i, d in enumerate(class_dirs):
-            files = _files(d, i, skipped)
-            # Seeded per class by its name: adding images to one class leaves the others' splits as they were.
-            random.Random(f"{SPLIT_SEED}:{d.name}").shuffle(files)
-            n_test = round(len(files) * TEST_SHARE)
-            test += files[:n_test]
-            train += files[n_test:]
+    if len(class_dirs) > MAX_CLASSES:
+        raise DataError(f"folder:{top}: {len(class_dirs):,} class folders; convlens takes at most {MAX_CLASSES:,}")
+    return class_dirs
+
+
+def list_folder(root: Path, test_share: float = TEST_SHARE) -> Listing:
+    """Classes and files of `root`; its train/ and test/ sub-folders, or a stratified seeded split
+    with `test_share` of each class in the test set (1.0: all of it, as `evaluate --dataset` reads it)."""
+    if not root.is_dir():
+        raise DataError(f"folder:{root}: no such folder")
+    skipped: list[tuple[str, str]] = []
+    real = os.path.realpath(root)
+    own_split = (root / "train").is_dir() and (root / "test").is_dir()
+    top = root / "train" if own_split else root
+    class_dirs = _classes_of(top, real, skipped)
+    names = [d.name for d in class_dirs]
+    train, test = [], []
+    for i, d in enumerate(class_dirs):
+        files = _files(d, i, skipped, real)
+        if not files and (own_split or test_share < 1):
+            raise DataError(f"folder:{top}: class folder {printable(d.name)}/ has no image files ({SUFFIX_LIST}); "
+                            f"a class with no images cannot be learned: add images or remove the folder")
+        # Seeded per class by its name: adding images to one class leaves the others' splits as they were.
+        random.Random(f"{SPLIT_SEED}:{d.name}").shuffle(files)
+        n_test = 0 if own_split else round(len(files) * test_share)
+        test += files[:n_test]
+        train += files[n_test:]
+    for d in _class_dirs(root / "test", real, skipped) if own_split else []:
+        if d.name not in names:
+            raise DataError(f"folder:{root}: test/{printable(d.name)} is not a class of train/ "
+                            f"({', '.join(map(printable, names))})")
+        test += _files(d, names.index(d.name), skipped, real)
+    if not own_split:
         train.sort(), test.sort()
-    if not train:
-        raise DataError(f"folder:{top}: no image files ({SUFFIX_LIST}) in the class folders")
-    return Listing(root, classes, train, test, skipped)
+    return Listing(root, tuple(map(printable, names)), train, test, skipped)
 
 
 # ---------------------------------------------------------------------------
@@ -254,7 +278,7 @@ def _report_skipped(root: Path, skipped: list[tuple[str, str]], total: int) -> N
 
 
 def load_folder(root: Path, image_size: tuple[int, int] | None = None, channels: int | None = None,
-                stream: bool = False):
+                stream: bool = False, test_share: float = TEST_SHARE):
     """(train_x, train_y, test_x, test_y, classes, skipped, files) of an image folder; x uint8 (N, C, H, W)
     tensors, or StreamedImages when the decoded images would pass IN_MEMORY_BYTES or stream is set;
     files: {"train": [[path relative to root, label], …], "test": […]} of the images kept.
@@ -265,7 +289,7 @@ def load_folder(root: Path, image_size: tuple[int, int] | None = None, channels:
     """
     if channels not in (None, 1, 3):
         raise DataError(f"--channels must be 1 or 3, got {channels}")
-    listing = list_folder(root)
+    listing = list_folder(root, test_share)
     everything = listing.train + listing.test
     paths = [p for p, _ in everything]
     total = len(everything) + len(listing.skipped)
@@ -300,7 +324,7 @@ def load_folder(root: Path, image_size: tuple[int, int] | None = None, channels:
     _report_skipped(root, skipped, total)
     labels = torch.tensor([y for (_, y), k in zip(everything, keep) if k], dtype=torch.int64)
     n_train = int(keep[:len(listing.train)].sum())
-    if n_train == 0:
+    if n_train == 0 and test_share < 1:
         raise DataError(f"folder:{root}: none of the training images could be read")
     if isinstance(images, StreamedImages):
         train_x, test_x = images.subset(range(n_train)), images.subset(range(n_train, len(labels)))

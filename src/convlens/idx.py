@@ -8,6 +8,7 @@ checked, so a damaged or hostile file is one clear DataError naming the file and
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .reading import open_regular
 
 IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -39,7 +41,7 @@ def parse_idx(buf: bytes, source: str) -> np.ndarray:
         raise DataError(f"{source}: truncated IDX header: {len(buf)} bytes, the {ndim} dimension sizes need {header}")
     dims = tuple(int.from_bytes(buf[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = IDX_DTYPES[type_code]
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize         # Python integers: no wrap-around to 0
     if len(buf) != expected:
         what = "truncated" if len(buf) < expected else "has trailing bytes"
         raise DataError(f"{source}: {what}: header says {'×'.join(map(str, dims))} {dtype.name} "
@@ -51,7 +53,7 @@ def parse_idx(buf: bytes, source: str) -> np.ndarray:
 def read_bytes(path: Path) -> bytes:
     """The file's bytes, gunzipped when it is gzip (by content, not name), capped at MAX_IDX_BYTES."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, DataError, "a dataset file") as f:
             head = f.read(2)
             f.seek(0)
             if head != b"\x1f\x8b":
@@ -59,8 +61,6 @@ def read_bytes(path: Path) -> bytes:
             else:
                 with gzip.GzipFile(fileobj=f) as gz:
                     data = gz.read(MAX_IDX_BYTES + 1)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DataError(f"{path}: damaged gzip file ({e or 'ends early'})") from None
     except OSError as e:
@@ -82,4 +82,7 @@ def images_and_labels(images: np.ndarray, labels: np.ndarray, what: str) -> tupl
         raise DataError(f"{what}: expected uint8 images of shape N×H×W, got {images.dtype} {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(f"{what}: {len(images):,} images but labels of shape {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{what}: labels are {labels.dtype} numbers; labels are whole numbers (IDX type 0x08, "
+                        f"0x09, 0x0B or 0x0C)")
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))

@@ -12,6 +12,18 @@ light background, any size. `prepare_image` bridges that:
 That is the "object" rule. A model trained on an image folder (folders.py) saw photos as
 they are, so its images follow the "folder" rule instead: converted and resized to the
 frame, nothing inverted or cropped (`stretch_image`). The run's model.json says which.
+
+Both rules, and the convolution lab, start the same way (`upright_8bit`): EXIF orientation
+applied, deeper pixels scaled into 0–255, transparency flattened onto white. Scaling, not
+clipping (Pillow's own conversion clips a 16-bit 65535 white and a 1000 grey alike to 255):
+- integer modes (I;16, I;16B, I;16L, I, …): by the smallest full range that holds the image's
+  maximum: up to 255 it is 8-bit already, up to 65535 16-bit (÷ 257), above that 32-bit
+  (÷ 16843009 = (2³² − 1) / 255);
+- float mode F: values within [0, 1] are × 255, any others go by the integer rule;
+- negative values, NaN and infinities become 0; the result is rounded to the nearest level.
+
+A file is read only if it is a regular file, and never more than MAX_FILE_BYTES + 1 bytes of
+it: /dev/zero reports size 0 and never ends, and opening a FIFO waits for a writer.
 """
 
 from __future__ import annotations
@@ -19,39 +31,45 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .reading import open_regular
 
 ALLOWED_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP"}
 MAX_FILE_BYTES = 20 << 20          # 20 MiB: far above any photo worth classifying at 28×28
 MAX_PIXELS = 40_000_000            # below Pillow's own bomb limit (89 M), checked before decoding
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# The full ranges an integer image's maximum is judged by: (largest value, divisor to 0–255).
+FULL_RANGES = [(255, 1), (65535, 257), (float("inf"), 16843009)]
+
+
+def _too_big(label: str, size: int) -> ImageError:
+    return ImageError(f"{label}: {size / 2**20:.1f} MiB is over the {MAX_FILE_BYTES >> 20} MiB limit")
+
+
+def read_file(path: str | os.PathLike, label: str) -> bytes:
+    """A regular file's bytes, at most MAX_FILE_BYTES + 1 of them (reading.open_regular: no device,
+    FIFO or directory, whatever the path names); ImageError for anything else."""
+    with open_regular(path, ImageError, "an image file") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise _too_big(label, size)
+        try:
+            return f.read(MAX_FILE_BYTES + 1)   # no more, whatever the size said (/proc files say 0)
+        except OSError as e:
+            raise ImageError(f"{label}: cannot read: {e.strerror or e}") from None
 
 
 def read_image(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
     """Decode an image file (or bytes) into a Pillow image; ImageError for anything else."""
     label = name or (str(source) if not isinstance(source, bytes) else "upload")
-    if isinstance(source, bytes):
-        data = source
-    else:
-        try:
-            size = os.path.getsize(source)
-            if size > MAX_FILE_BYTES:
-                raise ImageError(f"{label}: {size / 2**20:.1f} MiB is over the {MAX_FILE_BYTES >> 20} MiB limit")
-            data = Path(source).read_bytes()
-        except FileNotFoundError:
-            raise ImageError(f"{label}: no such file") from None
-        except IsADirectoryError:
-            raise ImageError(f"{label}: is a directory, not an image") from None
-        except OSError as e:
-            raise ImageError(f"{label}: cannot read: {e.strerror or e}") from None
+    data = source if isinstance(source, bytes) else read_file(source, label)
     if len(data) > MAX_FILE_BYTES:
-        raise ImageError(f"{label}: {len(data) / 2**20:.1f} MiB is over the {MAX_FILE_BYTES >> 20} MiB limit")
+        raise _too_big(label, len(data))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -85,12 +103,32 @@ def flatten_alpha(img: Image.Image) -> Image.Image:
     return img
 
 
+def to_8bit(img: Image.Image) -> Image.Image:
+    """A 16- or 32-bit integer or float image scaled into 0–255 as mode L (the module docstring's rule);
+    any other image as it is."""
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;"):
+        return img
+    a = np.array(img, dtype=np.float32)                # a copy; float32 holds every 16-bit level exactly
+    a[~np.isfinite(a)] = 0
+    high = float(a.max(initial=0))
+    if img.mode == "F" and float(a.min(initial=0)) >= 0 and high <= 1:
+        a *= 255
+    else:
+        a /= next(divisor for top, divisor in FULL_RANGES if high <= top)
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+
+
+def upright_8bit(img: Image.Image) -> Image.Image:
+    """Where every rule starts: EXIF orientation applied, deep pixels scaled to 8 bits (`to_8bit`),
+    transparency flattened onto white."""
+    return flatten_alpha(to_8bit(ImageOps.exif_transpose(img) or img))
+
+
 def stretch_image(img: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
-    """The folder rule: uint8 (channels, H, W) by EXIF orientation, transparency onto white,
-    grayscale (ITU-R 601 luma) or RGB, and an anti-aliased bilinear resize to exactly H×W, the
-    aspect ratio not kept (Keras's image_dataset_from_directory does the same)."""
-    img = flatten_alpha(ImageOps.exif_transpose(img) or img)
-    img = img.convert("L" if channels == 1 else "RGB")
+    """The folder rule: uint8 (channels, H, W) by `upright_8bit` (EXIF orientation, deep pixels
+    scaled, transparency onto white), grayscale (ITU-R 601 luma) or RGB, and an anti-aliased bilinear
+    resize to exactly H×W, the aspect ratio not kept (Keras's image_dataset_from_directory does the same)."""
+    img = upright_8bit(img).convert("L" if channels == 1 else "RGB")
     h, w = size
     if img.size != (w, h):
         img = img.resize((w, h), Image.Resampling.BILINEAR)
@@ -107,7 +145,7 @@ def prepare_image(img: Image.Image, size: tuple[int, int] = (28, 28), channels: 
     """
     if rule == "folder":
         return stretch_image(img, size, channels)
-    img = flatten_alpha(ImageOps.exif_transpose(img) or img)
+    img = upright_8bit(img)
     gray = np.asarray(img.convert("L"), dtype=np.float32)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if invert is None:

@@ -28,6 +28,7 @@ from .config import Recipe, TrainConfig
 from .datasets import Dataset, batches, on_device, stats_sample
 from .distributed import SINGLE, Cluster, all_sum, any_rank, lost
 from .engine import autocast, channel_stats, device_of, loss_and_accuracy, normalizer, predict_logits, to_input
+from .errors import RunError
 from .models import ConvNet
 
 # Normalisation statistics of a streamed image folder: from this many images, seeded (exact below it).
@@ -123,8 +124,7 @@ def fit(model: ConvNet, data: Dataset, config: TrainConfig, precision: torch.dty
     p, stopping = loop.p, False
     with StopRequest() as stop:
         try:
-            if resume is None:
-                loop.checkpoint()
+            loop.checkpoint()    # at once: a resume is counted even if this process is killed before its next one
             while p.epoch <= config.epochs and not p.stopped_early and not (stopping := loop.stop_asked(stop)):
                 t0 = time.perf_counter()
                 for idx, x_u8 in loop.epoch_batches():
@@ -199,6 +199,9 @@ class _Loop:
         restore(ckpt, self.model, self.opt, self.gen)
         self.p, self.best_state = ckpt.progress, ckpt.best
         self.p.interrupted, self.p.stopped_at = False, None
+        if ckpt.perm is not None and len(ckpt.perm) != len(self.y_train):
+            raise RunError(f"{ckpt.path}: its data order is for {len(ckpt.perm):,} training images, the data now has "
+                           f"{len(self.y_train):,}: resume with the data the run was trained on")
         self.perm = ckpt.perm.to(self.device) if ckpt.perm is not None else None
         if self.cluster.main:           # the sums of every rank so far (gather_sums): counted once
             self.loss_sum.copy_(ckpt.sums[0]), self.correct.copy_(ckpt.sums[1])

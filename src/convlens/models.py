@@ -88,48 +88,75 @@ def resolve(model: str, num_classes: int | None = None) -> str:
     return re.sub(r"dense\d+$", f"dense{num_classes}", spec) if num_classes else spec
 
 
+# Bounds on what a spec may ask for, far above any small CNN, so that a typo or a hostile model.json
+# is one clear error instead of gigabytes allocated (or a crash inside the framework).
+MAX_SPEC_CHARS = 4000     # a 100-layer spec is ~1,000 characters
+MAX_LAYERS = 200
+MAX_WIDTH = 65_536        # filters of a conv layer, units of a dense one
+MAX_WINDOW = 64           # kernel, stride, padding and pool sizes
+MAX_PARAMS = 1 << 30      # 1,073,741,824 parameters: 4 GiB of fp32 weights
+MAX_VALUES = 1 << 28      # values one layer outputs for one image
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _fail(spec: str, index: int, token: str, why: str) -> SpecError:
-    error = SpecError(f"model spec {spec!r}, token {index} {token!r}: {why}")
+    error = SpecError(f"model spec {_short(spec)!r}, token {index} {_short(token, 40)!r}: {why}")
     error.token_index = index
     return error
 
 
 def parse_spec(spec: str) -> list[LayerSpec]:
     """Parse a spec string (or preset name) into layers; SpecError names the bad token."""
-    text = resolve(spec.strip())
-    if not text:
+    if not isinstance(spec, str) or not spec.strip():
         raise SpecError("empty model spec; try 'seed' or 'conv64-pool-flatten-dense10'")
-    layers = []
-    for i, token in enumerate(text.split("-"), start=1):
-        tok = token.strip().lower()
-        for kind, pattern in _PATTERNS:
-            if m := pattern.fullmatch(tok):
-                break
-        else:
-            stem = re.match(r"[a-z]*", tok).group()
-            if stem in _HINTS:
-                raise _fail(text, i, token, _HINTS[stem])
-            known = "conv<C>, pool, avgpool, gap, bn, dropout<P>, flatten, dense<N>"
-            raise _fail(text, i, token, f"unknown layer (known: {known}; or a preset: {', '.join(PRESETS)})")
-        g = {k: v for k, v in m.groupdict().items() if v is not None}
-        act = g.get("act")
-        if act is not None and act not in ACTIVATIONS:
-            raise _fail(text, i, token, f"unknown activation {act!r} (known: {', '.join(ACTIVATIONS)})")
-        layer = LayerSpec(kind=kind, token=token, index=i, units=int(g.get("units", 2 if "pool" in kind else 0)),
-                          kernel=int(g.get("kernel", 3)) if kind == "conv" else 0,
-                          stride=int(g.get("stride", 1)), padding=int(g.get("padding", 0)),
-                          rate=float(g.get("rate", 0.0)), act=act)
-        if kind in ("conv", "dense", "maxpool", "avgpool") and layer.units < 1:
-            raise _fail(text, i, token, "size must be at least 1")
-        if kind == "conv" and (layer.kernel < 1 or layer.stride < 1):
-            raise _fail(text, i, token, "kernel and stride must be at least 1")
-        layers.append(layer)
+    if len(spec) > MAX_SPEC_CHARS:
+        raise SpecError(f"model spec of {len(spec):,} characters; convlens reads specs of at most {MAX_SPEC_CHARS:,}")
+    text = resolve(spec.strip())
+    tokens = text.split("-")
+    if len(tokens) > MAX_LAYERS:
+        raise SpecError(f"model spec of {len(tokens):,} layers; convlens builds at most {MAX_LAYERS}")
+    layers = [_parse_token(text, i, token) for i, token in enumerate(tokens, start=1)]
     last = layers[-1]
     if last.kind != "dense":
         raise _fail(text, last.index, last.token, "a model must end with a dense layer giving one output per class, e.g. dense10")
     # Default activations: relu everywhere except the output layer (logits).
     return [l if l.act is not None else _with_act(l, "linear" if l is last else "relu")
             for l in layers]
+
+
+def _parse_token(text: str, i: int, token: str) -> LayerSpec:
+    """Token i of the spec as a layer, its sizes within bounds; SpecError naming the token."""
+    tok = token.strip().lower()
+    for kind, pattern in _PATTERNS:
+        if m := pattern.fullmatch(tok):
+            break
+    else:
+        stem = re.match(r"[a-z]*", tok).group()
+        if stem in _HINTS:
+            raise _fail(text, i, token, _HINTS[stem])
+        known = "conv<C>, pool, avgpool, gap, bn, dropout<P>, flatten, dense<N>"
+        raise _fail(text, i, token, f"unknown layer (known: {known}; or a preset: {', '.join(PRESETS)})")
+    g = {k: v for k, v in m.groupdict().items() if v is not None}
+    act = g.get("act")
+    if act is not None and act not in ACTIVATIONS:
+        raise _fail(text, i, token, f"unknown activation {act!r} (known: {', '.join(ACTIVATIONS)})")
+    layer = LayerSpec(kind=kind, token=token, index=i, units=int(g.get("units", 2 if "pool" in kind else 0)),
+                      kernel=int(g.get("kernel", 3)) if kind == "conv" else 0,
+                      stride=int(g.get("stride", 1)), padding=int(g.get("padding", 0)),
+                      rate=float(g.get("rate", 0.0)), act=act)
+    if kind in ("conv", "dense", "maxpool", "avgpool") and layer.units < 1:
+        raise _fail(text, i, token, "size must be at least 1")
+    if kind == "conv" and (layer.kernel < 1 or layer.stride < 1):
+        raise _fail(text, i, token, "kernel and stride must be at least 1")
+    if kind in ("conv", "dense") and layer.units > MAX_WIDTH:
+        what = "filters" if kind == "conv" else "units"
+        raise _fail(text, i, token, f"{layer.units:,} {what}; at most {MAX_WIDTH:,}")
+    if max(layer.kernel, layer.stride, layer.padding, layer.units if "pool" in kind else 0) > MAX_WINDOW:
+        raise _fail(text, i, token, f"kernel, stride, padding and pool sizes go up to {MAX_WINDOW}")
+    return layer
 
 
 def _with_act(layer: LayerSpec, act: str) -> LayerSpec:
@@ -241,7 +268,7 @@ def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_
     layers = parse_spec(text)
     shape: tuple[int, ...] = tuple(input_shape)
     counters: dict[str, int] = {}
-    infos = []
+    infos, total = [], 0
     for l in layers:
         base, typ = _TYPES[l.kind]
         counters[base] = counters.get(base, 0) + 1
@@ -249,6 +276,10 @@ def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_
         if l is layers[-1] and l.units != num_classes:
             raise _fail(text, l.index, l.token, f"the output layer needs {num_classes} units, one per class")
         out, params, mult_adds, why = _SHAPES[l.kind](text, l, shape)
+        total += params
+        if total > MAX_PARAMS or math.prod(out) > MAX_VALUES:
+            raise _fail(text, l.index, l.token, f"too large: {math.prod(out):,} values out, {total:,} parameters so "
+                        f"far (convlens builds at most {MAX_VALUES:,} values per layer and {MAX_PARAMS:,} parameters)")
         trainable = params // 2 if l.kind == "bn" else params
         infos.append(LayerInfo(l, f"{base}_{counters[base]}", typ, shape, out, params, trainable, mult_adds, why))
         shape = out

@@ -29,13 +29,17 @@ def start_lines(start, resumed: bool) -> list[str]:
             f"batch {s.batch_size}, lr {s.lr:g} {s.schedule}, {config.epochs} epochs → {start.path}"]
 
 
+def progress_text(results: dict) -> str:
+    """Where an interrupted run stopped, from its results: "in epoch 2, after step 325" or "after epoch 1"."""
+    epoch, step = results.get("stopped_at") or (results.get("epochs_run", 0) + 1, 0)
+    return f"after epoch {epoch - 1}" if not step else f"in epoch {epoch}, after step {step}"
+
+
 def result_lines(run) -> list[str]:
     """What a finished (or stopped) run says: how it ended, the test result, the overfitting note."""
     res, lines = run.results, []
     if res.get("interrupted"):
-        epoch, step = res.get("stopped_at") or (res["epochs_run"] + 1, 0)
-        where = f"after epoch {epoch - 1}" if not step else f"in epoch {epoch}, after step {step}"
-        lines.append(f"Interrupted {where}: kept the weights trained so far; "
+        lines.append(f"Interrupted {progress_text(res)}: kept the weights trained so far; "
                      f"`convlens train --resume {run.path}` continues from there.")
     if res.get("stopped_early"):
         lines.append(f"Early stopping: no better validation loss after epoch {res['best_epoch']}; "

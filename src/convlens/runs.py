@@ -11,65 +11,132 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save as st_save
 
 from .config import RECORDED, TrainConfig
 from .errors import RunError, SpecError
-from .files import check_state, read_json, read_safetensors, write_atomic
+from .files import check_state, read_json, read_safetensors, save_safetensors
 from .models import ConvNet, build_model
+from .names import RUN_NAME, check_name, printable
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_SIDE, MAX_CHANNELS = 4096, 64   # far above any image convlens trains on; bounds what a model.json can ask
 PREPROCESSING = "uint8 pixels / 255, shape (N, C, H, W)"
 
 
-def check_name(name: str) -> str:
-    """A run name is one path component of letters, digits, '.', '_' and '-' (no '..', no '/')."""
-    if not _NAME.fullmatch(name) or name in (".", ".."):
-        raise RunError(f"bad run name {name!r}: use letters, digits, '.', '_' and '-' (at most 128)")
-    return name
-
-
-def new_run_dir(runs_dir: str | os.PathLike, name: str | None, model: str) -> Path:
-    """Create runs_dir/NAME (generated from the model and time when not given); RunError if it exists."""
+def new_run_dir(runs_dir: str | os.PathLike, name: str | None, model: str, dry_run: bool = False) -> Path:
+    """Create runs_dir/NAME (generated from the model and time when not given); RunError if it exists.
+    dry_run: only check that it could be made."""
     root = Path(runs_dir)
+    if root.exists() and not root.is_dir():
+        raise RunError(f"--runs-dir {root} is a file, not a folder")
     if name is None:
-        stem = check_name(model) if _NAME.fullmatch(model) and len(model) <= 40 else "custom"
+        stem = check_name(model) if RUN_NAME.fullmatch(model) and len(model) <= 40 else "custom"
         name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         for n in range(2, 100):
             if not (root / name).exists():
                 break
             name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
     path = root / check_name(name)
+    if dry_run:
+        if path.exists():
+            raise RunError(f"run {path} already exists; {_way_out(path)}")
+        return path
     try:
         root.mkdir(parents=True, exist_ok=True)
         path.mkdir()
     except FileExistsError:
-        raise RunError(f"run {path} already exists; pick another --name") from None
+        raise RunError(f"run {path} already exists; {_way_out(path)}") from None
     except OSError as e:
         raise RunError(f"cannot create run directory {path}: {e.strerror or e}") from None
     return path
 
 
-def save_weights(path: Path, model: ConvNet) -> None:
-    """model.safetensors, with the spec in its metadata so the file explains itself."""
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+def _way_out(path: Path) -> str:
+    """What to do about an existing run folder of the name asked for."""
+    if (path / "results.json").exists():
+        return "pick another --name"
+    if any(path.glob("checkpoint*.safetensors")):
+        return f"`convlens train --resume {path}` goes on with it, or pick another --name"
+    return f"it stopped before its first checkpoint, so nothing was trained: delete {path}, or pick another --name"
+
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """An exclusive OS lock (flock) on RUN/.lock, held by the process that trains, resumes, renames or
+    deletes the run. The kernel releases it when that process ends, however it ends: a SIGKILL leaves
+    no stale lock behind."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.fd = Path(run_dir), None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunError(f"cannot lock run {self.run_dir}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunError(f"run {self.run_dir} is in use by another convlens process (pid {holder}), which is "
+                           "still training it; wait for it to finish or stop it (Ctrl-C) first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)              # closing the descriptor releases the lock
+            self.fd = None
+
+
+def classes_digest(classes) -> str:
+    """SHA-256 of the class names in order: model.json's classes must be the ones the weights learned."""
+    return hashlib.sha256(json.dumps(list(classes)).encode()).hexdigest()
+
+
+def save_weights(path: Path, model: ConvNet, classes=None) -> None:
+    """model.safetensors, with the spec, input shape and classes in its metadata so the file explains
+    itself and model.json can be checked against it (and the tensors' checksum, files.save_safetensors)."""
     meta = {"spec": model.spec, "input_shape": json.dumps(list(model.input_shape)),
             "num_classes": str(model.num_classes), "format": "convlens-1"}
-    write_atomic(path, st_save(state, metadata=meta))
+    if classes is not None:
+        meta["classes_sha256"] = classes_digest(classes)
+    save_safetensors(path, model.state_dict(), meta)
 
 
-def load_weights(path: Path, model: ConvNet) -> ConvNet:
-    """Fill `model` from a safetensors file, refusing pickles and checking every name, dtype and shape."""
-    state, _ = read_safetensors(path)
+def _check_against(path: Path, meta: dict, spec: str, input_shape, classes) -> None:
+    """RunError when the weights' own metadata says they were written for another spec, shape or classes."""
+    written = {"spec": meta.get("spec"), "input_shape": meta.get("input_shape"),
+               "num_classes": meta.get("num_classes"), "classes_sha256": meta.get("classes_sha256")}
+    now = {"spec": spec, "input_shape": json.dumps(list(input_shape)), "num_classes": str(len(classes)),
+           "classes_sha256": classes_digest(classes)}
+    changed = [k for k, v in written.items() if v is not None and v != now[k]]   # older files lack some keys
+    if changed:
+        raise RunError(f"{path.parent / 'model.json'} does not match {path.name}: its "
+                       f"{' and '.join(k.replace('_sha256', '') for k in changed)} differ from those the weights "
+                       f"were trained with (model.json edited or swapped?)")
+
+
+def load_weights(path: Path, model: ConvNet, classes=None) -> ConvNet:
+    """Fill `model` from a safetensors file, refusing pickles and damage, checking every name, dtype and shape
+    and, given the run's classes, that the file was written for this spec, input shape and classes."""
+    limit = 2 * sum(t.numel() * t.element_size() for t in model.state_dict().values()) + (1 << 20)
+    state, meta = read_safetensors(path, limit)
+    if classes is not None:
+        _check_against(path, meta, model.spec, model.input_shape, classes)
     check_state(path, state, model.state_dict(), f"the model {model.spec!r}")
     model.load_state_dict(state)
     return model
@@ -99,8 +166,8 @@ class ModelInfo:
         rule = info.get("image_rule", "object")
         if rule not in ("object", "folder"):
             raise RunError(f"{path}: malformed image_rule {str(rule)[:40]!r} (expected object or folder)")
-        return cls(info["spec"], tuple(shape), tuple(classes), str(info.get("dataset", "")), rule,
-                   str(info.get("preprocessing", PREPROCESSING)))
+        return cls(info["spec"], tuple(shape), tuple(map(printable, classes)), printable(str(info.get("dataset", ""))),
+                   rule, str(info.get("preprocessing", PREPROCESSING)))
 
     def to_json(self) -> dict:
         return {**asdict(self), "input_shape": list(self.input_shape), "classes": list(self.classes)}
@@ -140,14 +207,14 @@ class Run:
             model = build_model(info.spec, info.input_shape, len(info.classes))
         except SpecError as e:
             raise RunError(f"{self.path / 'model.json'}: {e}") from None
-        load_weights(self.path / "model.safetensors", model)
+        load_weights(self.path / "model.safetensors", model, info.classes)
         return model.to(device).eval()
 
 
 def resolve_run(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Path:
     """A run given as a path, or as a name under runs_dir."""
     p = Path(run)
-    if len(p.parts) == 1 and _NAME.fullmatch(str(run)) and (Path(runs_dir) / p).is_dir():
+    if len(p.parts) == 1 and RUN_NAME.fullmatch(str(run)) and (Path(runs_dir) / p).is_dir():
         return Path(runs_dir) / p       # a run's name wins over a folder of that name here (its data, say)
     if p.is_dir():
         return p
@@ -176,6 +243,39 @@ def read_metrics(path: Path) -> list[dict]:
     return metrics
 
 
+# The numbers the views compute with (curves, the comparison table): each must be one, or the run is damaged.
+EPOCH_NEEDS, EPOCH_MAY = ("epoch", "loss", "accuracy"), ("val_loss", "val_accuracy", "lr", "time_s")
+RESULTS_MAY = ("test_loss", "test_accuracy", "test_accuracy_tta", "train_time_s", "wall_time_s", "epochs_run")
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)     # NaN is one: a diverged loss
+
+
+def _not_a_number(record: dict, key: str) -> str:
+    return f"{key} is missing" if key not in record else f"{key} is {str(record[key])[:40]!r}, not a number"
+
+
+def check_numbers(run: Run) -> Run:
+    """The run, or RunError naming the file and field where a number the views compute with (curves, the
+    comparison table, the report) is not one."""
+    for n, epoch in enumerate(run.metrics, start=1):
+        bad = [k for k in EPOCH_NEEDS if not is_number(epoch.get(k))]
+        bad += [k for k in EPOCH_MAY if k in epoch and not is_number(epoch[k])]
+        if ("val_loss" in epoch) != ("val_accuracy" in epoch):          # the curves draw them together
+            bad.append("val_accuracy" if "val_loss" in epoch else "val_loss")
+        if bad:
+            raise RunError(f"{run.path / 'metrics.jsonl'}: epoch record {n}: {_not_a_number(epoch, bad[0])} "
+                           "(a damaged run)")
+    results = run.results
+    bad = [k for k in RESULTS_MAY if k in results and not is_number(results[k])]
+    if results.get("best_epoch") is not None and not is_number(results["best_epoch"]):
+        bad.append("best_epoch")
+    if bad:
+        raise RunError(f"{run.path / 'results.json'}: {_not_a_number(results, bad[0])} (a damaged run)")
+    return run
+
+
 def open_run(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Run:
     """Read a run directory (by path or name under runs_dir); RunError if it is missing or damaged."""
     path = resolve_run(run, runs_dir)
@@ -183,5 +283,5 @@ def open_run(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Ru
     config = TrainConfig.from_json(saved, str(path / "config.json"))
     model_info = ModelInfo.from_json(path / "model.json", read_json(path / "model.json"))
     results = read_json(path / "results.json") if (path / "results.json").exists() else {}
-    return Run(path, config, {k: saved[k] for k in RECORDED if k in saved}, model_info,
-               read_metrics(path / "metrics.jsonl"), results)
+    return check_numbers(Run(path, config, {k: saved[k] for k in RECORDED if k in saved}, model_info,
+                             read_metrics(path / "metrics.jsonl"), results))

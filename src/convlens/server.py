@@ -8,7 +8,11 @@ folders; training runs in its own process (jobs.py).
 
 Safety: runs are looked up by name inside the runs folder only (no paths from a request),
 uploads are capped and decoded by images.read_image (allow-listed formats, bomb guard), and
-the page loads nothing from the network.
+the page loads nothing from the network. Every request passes, in order: the Host and Origin
+check (HostCheck: a DNS-rebinding page or another site cannot drive the server through the
+user's browser), the body's size and pace (BodyGuard), and a net for anything unexpected
+(InternalErrors: a JSON 500, never a bare one). Every answer is valid JSON (FiniteJSON: a NaN
+in a run's files is null), and a client must send its headers in time (TimedH11): guards.py.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -25,70 +30,44 @@ from .api import evaluate_api, inspect_api, lab_api, runs_api, train_api
 from .engine import pick_device
 from .errors import ConvlensError, RunError, SpecError
 from .explorer import Explorer
+from .guards import KEEP_ALIVE_S, BodyGuard, FiniteJSON, HostCheck, InternalErrors, TimedH11
 from .images import MAX_FILE_BYTES
 from .jobs import JobError, Jobs
 
 WEB = Path(__file__).parent / "web"
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes is refused with 413 as it arrives, before
-    the multipart parser spools it to disk (a declared Content-Length is checked up front)."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(send)
-        seen, started, refused = 0, False, False
-
-        async def counted():
-            # Past the limit: answer 413 now and tell the app the client went away, so it stops reading.
-            nonlocal seen, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                refused = True
-                if not started:
-                    await self._refuse(send)
-                return {"type": "http.disconnect"}
-            return message
-
-        async def tracked(message):
-            nonlocal started
-            if refused:
-                return                    # the app's own answer to the "disconnect": already answered
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-        await self.app(scope, counted, tracked)
-
-    async def _refuse(self, send):
-        body = ('{"detail": "request body over the %d MiB limit"}' % (self.limit >> 20)).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
+# ---------------------------------------------------------------------------
+# Error answers and the app
 
 async def convlens_error(request: Request, e: ConvlensError) -> JSONResponse:
-    """convlens's own errors as answers: 404 for an unknown run or job, 409 for a busy job, else 400."""
+    """convlens's own errors as answers: 404 for an unknown run or job, 409 for a busy job, else 400
+    (a damaged run folder included: RunError naming the file)."""
     status = 404 if isinstance(e, RunError) and "no run" in str(e) else 400
     if isinstance(e, JobError):
         status = 404 if str(e).startswith("no job") else 409
-    body = {"detail": str(e)}
+    body = {"detail": " ".join(str(e).split())}                  # one line, whatever the message held
     if isinstance(e, SpecError) and e.token_index:
         body["token"] = e.token_index
-    return JSONResponse(body, status_code=status)
+    return FiniteJSON(body, status_code=status)
 
 
-def create_app(runs_dir: str | Path = "runs", data_dir: str | None = None, device: str = "cpu") -> FastAPI:
+async def invalid_request(request: Request, e: RequestValidationError) -> JSONResponse:
+    """422 with one readable sentence ("epochs: Input should be a finite number"); FastAPI's own
+    answer echoes the input, and an input of 1e999 (infinity) made that answer itself fail (500)."""
+    def sentence(err: dict) -> str:
+        where = ".".join(map(str, err["loc"][1:]))
+        if err["type"] == "json_invalid":
+            return f"the request body is not JSON ({(err.get('ctx') or {}).get('error', 'invalid')} at character {where})"
+        return f"{where or err['loc'][0]}: {err['msg']}"
+    return FiniteJSON({"detail": "; ".join(map(sentence, e.errors())) or "invalid request"}, status_code=422)
+
+
+def create_app(runs_dir: str | Path = "runs", data_dir: str | None = None, device: str = "cpu",
+               host: str = "127.0.0.1") -> FastAPI:
     """The explorer's app over `runs_dir`; `data_dir` for datasets that are not in the default places;
-    `device` where its models run and its training jobs train (auto | cpu | cuda)."""
+    `device` where its models run and its training jobs train (auto | cpu | cuda); `host` the address
+    it is served on, whose names (and the loopback names) are the only Host headers it answers."""
     jobs = Jobs(data_dir, device)
 
     @asynccontextmanager
@@ -98,10 +77,14 @@ def create_app(runs_dir: str | Path = "runs", data_dir: str | None = None, devic
 
     # No /docs: Swagger UI loads from a CDN, and the page must work offline. The schema is served.
     app = FastAPI(title="convlens explorer", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url="/api/openapi.json")
+                  openapi_url="/api/openapi.json", default_response_class=FiniteJSON)
     app.state.explorer, app.state.jobs = Explorer(Path(runs_dir), data_dir, pick_device(device)), jobs
-    app.add_middleware(BodyLimit, limit=MAX_FILE_BYTES + (64 << 10))   # an image and its form fields
+    # Added innermost first: a request meets HostCheck, then BodyGuard, then InternalErrors.
+    app.add_middleware(InternalErrors)
+    app.add_middleware(BodyGuard, limit=MAX_FILE_BYTES + (64 << 10))   # an image and its form fields
+    app.add_middleware(HostCheck, host=host)
     app.add_exception_handler(ConvlensError, convlens_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     for router in (runs_api, evaluate_api, inspect_api, lab_api, train_api):
         app.include_router(router)
     app.add_api_route("/", lambda: FileResponse(WEB / "index.html"), include_in_schema=False)
@@ -114,4 +97,5 @@ def serve(runs_dir: str = "runs", host: str = "127.0.0.1", port: int = 8000, dat
     """Run the explorer with uvicorn until Ctrl-C."""
     import uvicorn
     torch.set_num_threads(1)     # many small requests at once: one thread each beats two fighting over 2 cores
-    uvicorn.run(create_app(runs_dir, data_dir, device), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(runs_dir, data_dir, device, host), host=host, port=port, log_level="warning",
+                http=TimedH11, timeout_keep_alive=KEEP_ALIVE_S)

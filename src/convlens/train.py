@@ -12,8 +12,11 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -21,17 +24,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .checkpoint import LATEST, PREVIOUS, Checkpoint, Progress, load_checkpoint
+from .checkpoint import LATEST, PREVIOUS, Checkpoint, Progress, load_checkpoint, nothing_to_resume
 from .compare import overfitting_note
 from .config import TrainConfig
 from .datasets import Dataset, training_data
 from .distributed import Cluster, barrier, broadcast_name, from_env, join, leave
 from .engine import confusion_counts, cores, loss_and_accuracy, pick_device, pick_precision, predict_logits, set_threads
-from .errors import ConvlensError, RunError
+from .errors import ConvlensError, DataError, RunError
 from .files import read_json, write_atomic, write_json
 from .loop import fit, init_weights
 from .models import ConvNet, build_model
-from .runs import ModelInfo, Run, new_run_dir, open_run, resolve_run, save_weights
+from .runs import ModelInfo, Run, RunLock, new_run_dir, open_run, resolve_run, save_weights
 from .tblog import TensorBoardLog
 from .versions import versions
 
@@ -76,6 +79,43 @@ def _check_environment(config: TrainConfig) -> None:
         TensorBoardLog.check_installed()
 
 
+def _check_new_run(config: TrainConfig) -> None:
+    """Before any data is loaded: a runs folder that is a file, a run name already taken."""
+    _check_environment(config)
+    if config.name is not None:
+        new_run_dir(config.runs_dir, config.name, config.model, dry_run=True)
+
+
+def _check_data(data: Dataset) -> None:
+    if not len(data.train_y):
+        raise DataError(f"{data.name}: no training images")
+    if not len(data.test_y):
+        raise DataError(f"{data.name}: no test images to score the trained model on (an image folder with a test "
+                        "share of 0: give each class more images, or train/ and test/ folders)")
+
+
+@contextmanager
+def _finishing():
+    """Ctrl-C or SIGTERM while the weights and results are written is noted and said, and acted on once
+    they are on disk (a second Ctrl-C used to land here and lose the results)."""
+    if threading.current_thread() is not threading.main_thread():     # signal handlers live there only
+        yield
+        return
+    noted = []
+
+    def note(signum, frame):
+        noted.append(signum)
+        print("convlens: stopping: writing the weights and results first", file=sys.stderr, flush=True)
+    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if noted:
+        raise KeyboardInterrupt
+
+
 def _write_start(path: Path, config: TrainConfig, model: ConvNet, data: Dataset, resolved: dict) -> None:
     """config.json (settings, what was resolved, versions) and model.json, before any training."""
     write_json(path / "config.json", {
@@ -94,9 +134,10 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None, on_s
     If training fails before its first checkpoint the directory is removed. Under torchrun every
     process calls this; rank 0 writes the run and gets the Run, the others get None.
     """
-    _check_environment(config)
+    _check_new_run(config)
     if data is None:
         data = training_data(config)
+    _check_data(data)
     cluster = from_env()
     device, precision, threads = _setup(config, config.threads, cluster)
     random.seed(config.seed)
@@ -112,12 +153,14 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None, on_s
         leave(cluster)
         raise
     try:
-        if cluster.main:
-            _write_start(path, config, model, data, {
-                "device": str(device), "precision": str(precision).removeprefix("torch."), "threads": threads,
-                "processes": cluster.world, "train_images": len(data.train_y), "val_images": len(data.val_y),
-                "test_images": len(data.test_y), "streamed": data.streamed, "skipped_files": len(data.skipped)})
-        return _train_into(Start(path, config, model, data), precision, None, on_start, on_epoch, on_step, cluster)
+        with RunLock(path) if cluster.main else nullcontext():
+            if cluster.main:
+                _write_start(path, config, model, data, {
+                    "device": str(device), "precision": str(precision).removeprefix("torch."), "threads": threads,
+                    "processes": cluster.world, "train_images": len(data.train_y), "val_images": len(data.val_y),
+                    "test_images": len(data.test_y), "streamed": data.streamed, "skipped_files": len(data.skipped)})
+            return _train_into(Start(path, config, model, data), precision, None, on_start, on_epoch, on_step,
+                               cluster)
     except BaseException:
         if cluster.main and not (path / LATEST).exists() and not (path / PREVIOUS).exists():
             shutil.rmtree(path)              # nothing to resume: leave no run
@@ -145,20 +188,23 @@ def resume(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs", data: D
     except (TypeError, KeyError, ValueError) as e:
         raise RunError(f"{path / 'config.json'}: malformed ({e})") from None
     _check_environment(config)
+    if not any(path.glob("checkpoint*.safetensors")):
+        raise nothing_to_resume(path)
     if data is None:
         data = training_data(config)
     cluster = from_env()
     device_, precision, _ = _setup(config, threads, cluster)
     try:
-        model = build_model(config.model, data.input_shape, data.num_classes)
-        ckpt = load_checkpoint(path, model)
-        ckpt.progress.resumes += 1
-        if cluster.main:
-            for stale in path.glob(".*.tmp"):        # a write the kill interrupted
-                stale.unlink()
-        model = model.to(device_).to(memory_format=torch.channels_last)
-        start = Start(path, config, model, data, len(ckpt.progress.epochs))
-        return _train_into(start, precision, ckpt, on_start, on_epoch, on_step, cluster)
+        with RunLock(path) if cluster.main else nullcontext():   # refused while another process trains it
+            model = build_model(config.model, data.input_shape, data.num_classes)
+            ckpt = load_checkpoint(path, model)
+            ckpt.progress.resumes += 1
+            if cluster.main:
+                for stale in path.glob(".*.tmp"):        # a write the kill interrupted (no one else writes now)
+                    stale.unlink()
+            model = model.to(device_).to(memory_format=torch.channels_last)
+            start = Start(path, config, model, data, len(ckpt.progress.epochs))
+            return _train_into(start, precision, ckpt, on_start, on_epoch, on_step, cluster)
     finally:
         leave(cluster)
 
@@ -202,15 +248,16 @@ def _finish(start: Start, precision: torch.dtype, ckpt: Checkpoint | None, recor
     if not cluster.main:
         barrier(cluster)                       # rank 0 writes the results meanwhile
         return None
-    save_weights(path / "model.safetensors", model)
-    test_logits = predict_logits(model, data.test_x, precision=precision)
-    test_loss, test_acc = loss_and_accuracy(test_logits, data.test_y)
-    tta = {}
-    if config.settings.flip:   # trained on mirror images too: report the mirror-averaged test accuracy beside it
-        tta = {"test_accuracy_tta": loss_and_accuracy(
-            predict_logits(model, data.test_x, precision=precision, tta=True), data.test_y)[1]}
-    write_json(path / "results.json", {"test_loss": test_loss, "test_accuracy": test_acc, **tta,
-                                       **_ending(p, config), "wall_time_s": round(time.perf_counter() - wall, 3)})
+    with _finishing():
+        save_weights(path / "model.safetensors", model, data.classes)
+        test_logits = predict_logits(model, data.test_x, precision=precision)
+        test_loss, test_acc = loss_and_accuracy(test_logits, data.test_y)
+        tta = {}
+        if config.settings.flip:   # trained on mirror images too: the mirror-averaged test accuracy beside it
+            tta = {"test_accuracy_tta": loss_and_accuracy(
+                predict_logits(model, data.test_x, precision=precision, tta=True), data.test_y)[1]}
+        write_json(path / "results.json", {"test_loss": test_loss, "test_accuracy": test_acc, **tta,
+                                           **_ending(p, config), "wall_time_s": round(time.perf_counter() - wall, 3)})
     if tb:
         tb.final(len(p.epochs), test_loss, test_acc, confusion_counts(test_logits, data.test_y, data.num_classes),
                  model, data)

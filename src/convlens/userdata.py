@@ -12,6 +12,8 @@ the labels themselves ("0", "1", …). Images arrive as uint8 (N, 1, H, W) like 
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import warnings
 from pathlib import Path
@@ -21,6 +23,8 @@ import torch
 
 from .errors import DataError
 from .idx import images_and_labels, read_idx
+from .names import MAX_CLASSES, printable
+from .reading import open_regular, read_regular
 
 CSV_TEST_SHARE = 0.2          # a single CSV file: this share, seeded, becomes the test set
 CSV_SPLIT_SEED = 0
@@ -35,11 +39,21 @@ def _one(folder: Path, patterns: tuple[str, ...], what: str) -> Path:
 
 
 def class_names(folder: Path, labels: list[torch.Tensor]) -> tuple[str, ...]:
-    """classes.txt in `folder` (one name a line), else "0" … "K-1" for the largest label K-1."""
+    """classes.txt in `folder` (one name a line, unprintable characters escaped), else "0" … "K-1" for
+    the largest label K-1; at most MAX_CLASSES (a label of 2³¹ − 1 is damage, not two billion classes)."""
+    if not any(len(y) for y in labels):
+        raise DataError(f"{folder}: no images")
     k = max(int(y.max()) + 1 for y in labels if len(y))
+    if k > MAX_CLASSES:
+        raise DataError(f"{folder}: a label of {k - 1:,}; convlens takes labels 0 to {MAX_CLASSES - 1:,} "
+                        f"(at most {MAX_CLASSES:,} classes)")
     names_file = folder / "classes.txt"
     if names_file.is_file():
-        names = tuple(n.strip() for n in names_file.read_text().splitlines() if n.strip())
+        try:
+            text = read_regular(names_file, 1 << 20, DataError, "a class list").decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{names_file}: not UTF-8 text") from None
+        names = tuple(printable(n.strip()) for n in text.splitlines() if n.strip())
         if len(names) < k:
             raise DataError(f"{names_file}: {len(names)} class names, but the labels go up to {k - 1}")
         return names
@@ -63,22 +77,18 @@ def load_idx_dir(folder: Path):
 
 
 _RAGGED = re.compile(r"number of columns changed from (\d+) to (\d+) at row (\d+)")
+MAX_CSV_BYTES = 4 << 30       # Fashion-MNIST's training CSV is 133 MB
 
 
-def read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """One Kaggle-layout CSV as uint8 images (N, 1, S, S) and int64 labels (N,)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            first = f.readline()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read as text: {e}") from None
+def _table(path: Path, text) -> tuple[np.ndarray, bool]:
+    """The whole numbers of a CSV opened as text, and whether its first line was a header."""
+    first = text.readline()
     header = not first.split(",")[0].strip().lstrip("-").isdigit()     # "label,pixel1,…" or a first label
+    text.seek(0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)                 # "input contained no data": said below
-            table = np.loadtxt(path, delimiter=",", dtype=np.int64, skiprows=int(header), ndmin=2)
+            return np.loadtxt(text, delimiter=",", dtype=np.int64, skiprows=int(header), ndmin=2), header
     except ValueError as e:
         m = _RAGGED.search(str(e))
         if m:
@@ -86,6 +96,17 @@ def read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             raise DataError(f"{path}: line {int(row) + int(header)} has {got} values, the lines before it "
                             f"{cols} (label and pixels)") from None
         raise DataError(f"{path}: not a table of whole numbers ({str(e).splitlines()[0][:120]})") from None
+
+
+def read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Kaggle-layout CSV as uint8 images (N, 1, S, S) and int64 labels (N,)."""
+    with open_regular(path, DataError, "a CSV file") as raw:
+        if os.fstat(raw.fileno()).st_size > MAX_CSV_BYTES:
+            raise DataError(f"{path}: larger than {MAX_CSV_BYTES >> 30} GiB; refusing to read it")
+        try:
+            table, header = _table(path, io.TextIOWrapper(raw, encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: cannot read as text: {e}") from None
     if table.size == 0:
         raise DataError(f"{path}: no rows")
     pixels = table.shape[1] - 1
@@ -104,11 +125,12 @@ def read_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             torch.from_numpy(labels.astype(np.int64)))
 
 
-def load_csv(path: Path):
+def load_csv(path: Path, test_share: float = CSV_TEST_SHARE):
     """(train_x, train_y, test_x, test_y, classes) from a folder with train and test CSVs, or one CSV.
 
-    One CSV: a seeded fifth is the test set, the same for every run (not --seed's), so that
-    `evaluate` and runs with other seeds score the same images.
+    One CSV: a seeded fifth (`test_share`; 1.0 for `evaluate --dataset`, which tests on all of it) is
+    the test set, the same for every run (not --seed's), so that `evaluate` and runs with other seeds
+    score the same images.
     """
     if path.is_dir():
         train_x, train_y = read_csv(_one(path, ("*train*.csv",), "training CSV"))
@@ -117,7 +139,7 @@ def load_csv(path: Path):
     else:
         x, y = read_csv(path)
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(CSV_SPLIT_SEED))
-        n_test = round(len(y) * CSV_TEST_SHARE)
+        n_test = round(len(y) * test_share)
         test_idx, train_idx = perm[:n_test].sort().values, perm[n_test:].sort().values
         train_x, train_y, test_x, test_y = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
         folder = path.parent
