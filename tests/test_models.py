@@ -119,3 +119,54 @@ def test_other_input_shapes_and_class_counts():
     s = summarize("conv32-pool-flatten-dense5", (3, 32, 32), 5)
     assert s.layers[0].params == 32 * (3 * 3 * 3 + 1) and s.layers[-1].out_shape == (5,)
     assert build_model("conv32-pool-flatten-dense5", (3, 32, 32), 5)(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+
+
+# ---------------------------------------------------------------------------
+# The grammar Keras models need: `same` padding, pool strides, no bias, batch-norm epsilon, activations
+
+@pytest.mark.parametrize("size, kernel, stride", [(28, 3, 1), (28, 4, 1), (28, 3, 2), (13, 5, 2), (7, 2, 3)])
+def test_same_conv_equals_tf_padding(size, kernel, stride):
+    """`same`: output ⌈size / stride⌉, the odd padding pixel at the bottom and right (TensorFlow's rule)."""
+    torch.manual_seed(0)
+    m = build_model(f"conv6k{kernel}s{stride}same_linear-flatten-dense3", (2, size, size), 3).double()
+    out = -(-size // stride)
+    assert m.infos[0].out_shape == (6, out, out)
+    total = max((out - 1) * stride + kernel - size, 0)
+    x = torch.rand(2, 2, size, size, dtype=torch.float64)
+    padded = torch.nn.functional.pad(x, (total // 2, total - total // 2) * 2)
+    conv = m.layers[0]
+    expected = torch.nn.functional.conv2d(padded, conv.weight, conv.bias, stride=stride)
+    assert torch.allclose(m.layer_outputs(x)[0], expected, atol=1e-12)
+
+
+def test_same_pools_ignore_their_padding():
+    """Max pooling pads with −∞ (never the max); average pooling divides by the real pixels only."""
+    x = -torch.rand(1, 1, 5, 5, dtype=torch.float64) - 1          # all negative: a zero pad would win a max
+    mx = build_model("pool2same-flatten-dense2", (1, 5, 5), 2).double()
+    av = build_model("avgpool2same-flatten-dense2", (1, 5, 5), 2).double()
+    assert mx.infos[0].out_shape == (1, 3, 3)
+    assert mx.layer_outputs(x)[0][0, 0, 2, 2] == x[0, 0, 4, 4]                  # a window with one real pixel
+    assert torch.isclose(av.layer_outputs(x)[0][0, 0, 2, 0], x[0, 0, 4, 0:2].mean())
+    assert torch.isclose(av.layer_outputs(x)[0][0, 0, 0, 0], x[0, 0, 0:2, 0:2].mean())
+
+
+def test_pool_strides_and_window_sizes():
+    s = summarize("conv8-pool3s2-avgpool3s1-flatten-dense10")
+    assert [l.out_shape for l in s.layers[:3]] == [(8, 26, 26), (8, 12, 12), (8, 10, 10)]
+    assert parse_spec("pool3s2same-flatten-dense10")[0].stride == 2
+
+
+def test_no_bias_and_batch_norm_epsilon():
+    m = build_model("conv8nb-bne0.001-relu-pool-flatten-dense10nb")
+    assert m.layers[0].bias is None and m.layers[-1].bias is None
+    assert m.layers[1].eps == 1e-3 and build_model("conv8-bn-flatten-dense10").layers[1].eps == 1e-5
+    assert summarize("conv8nb-flatten-dense10").layers[0].params == 8 * 9
+    assert [i.spec.kind for i in m.infos[:3]] == ["conv", "bn", "act"]
+
+
+def test_standalone_activations_apply_their_function():
+    torch.manual_seed(0)
+    m = build_model("conv4_linear-tanh-flatten-dense10").double()
+    x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
+    outs = m.layer_outputs(x)
+    assert torch.allclose(outs[1], torch.tanh(outs[0]))

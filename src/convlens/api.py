@@ -29,8 +29,9 @@ from .convolution import KERNEL_DESCRIPTIONS, NAMED_KERNELS, convolution_lab
 from .errors import ConvlensError
 from .images import MAX_FILE_BYTES
 from .inspect import activations, conv_arithmetic_at, kernels, misclassified, receptive_field
-from .models import PRESETS, conv_layers
+from .models import conv_layers
 from .plotting import COLORMAPS, colormap_table
+from .spec import PRESETS
 from .summary import summarize
 
 runs_api, evaluate_api, inspect_api, lab_api, train_api = (APIRouter() for _ in range(5))

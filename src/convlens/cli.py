@@ -25,7 +25,7 @@ from .evaluate import predict
 from .files import read_json, write_atomic, write_json
 from .progress import TrainingProgress, progress_text, say
 from .registry import dataset_info
-from .runs import open_run
+from .runs import is_run, open_run
 from .sources import fetch, locate, verify
 from .summary import summarize
 from .train import resume, train
@@ -93,9 +93,24 @@ def _interrupted(path, epochs_done: int) -> ConvlensError | None:
 
 
 def cmd_summary(args) -> None:
+    if is_run(args.model, args.runs_dir):
+        run = open_run(args.model, args.runs_dir)
+        s = summarize(run.model_info.spec, run.input_shape, len(run.classes))
+        return say(json.dumps(s.to_dict(), indent=2) if args.json else "\n".join(views.run_summary(run)))
     h, w = parse_image_size(args.image_size)
     s = summarize(args.model, (args.channels, h, w), args.classes)
     say(json.dumps(s.to_dict(), indent=2) if args.json else s.text())
+
+
+def cmd_import(args) -> None:
+    from .kerasimport import import_keras
+    run = import_keras(args.source, args.model, args.dataset, args.data_dir, args.runs_dir, args.name,
+                       args.keras_input)
+    res, imported = run.results, run.record["imported"]
+    say(*views.run_summary(run), "",
+        f"Imported {args.source} → {run.path}",
+        f"Test on {run.model_info.dataset}: loss {res['test_loss']:.4f}, accuracy {res['test_accuracy']:.2%} "
+        f"(SHA-256 of the file {imported['sha256'][:16]}…)")
 
 
 def cmd_data(args) -> None:
@@ -140,7 +155,7 @@ def cmd_evaluate(args) -> None:
                                 f"{run.name} takes {run.input_shape} and knows {len(run.classes)}")
     else:
         data = views.data_of(run, args.data_dir)
-    ev = views.evaluate_run(run, data, device=args.device, tta=args.tta)
+    ev = views.evaluate_run(run, data, device=args.device, precision=args.precision, tta=args.tta)
     if args.json:
         return say(json.dumps(ev.to_dict(), indent=2))
     say(ev.text())
@@ -304,6 +319,8 @@ VERBS = [  # name, what it does, its arguments, the function
      cli_args.add_bench, cmd_bench),
     ("data", "where each dataset file is; verify checksums; fetch; or what your own data holds, class by class",
      cli_args.add_data, cmd_data),
+    ("import", "a trained Keras model (.keras, .h5) as a convlens run that every verb takes", cli_args.add_import,
+     cmd_import),
 ]
 
 

@@ -14,7 +14,7 @@ from .attribution import CAM_METHODS
 from .config import TrainConfig
 from .convolution import KERNEL_DESCRIPTIONS
 from .errors import ConvlensError
-from .models import PRESETS
+from .spec import PRESETS
 from .views import INVERT
 
 
@@ -85,7 +85,9 @@ def add_train(sp) -> None:
 
 
 def add_summary(sp) -> None:
-    sp.add_argument("model", nargs="?", default="seed", help=f"preset ({', '.join(PRESETS)}) or spec (default seed)")
+    sp.add_argument("model", nargs="?", default="seed", help=f"preset ({', '.join(PRESETS)}), spec, or a run "
+                    "(its model, as trained or imported) (default seed)")
+    sp.add_argument("--runs-dir", default="runs", help="where runs live (default %(default)s)")
     sp.add_argument("--image-size", default="28", metavar="S|HxW", help="input size: 64, or 48x64 as "
                     "height×width (default 28)")
     sp.add_argument("--channels", type=positive_int, default=1, help="input channels (default 1)")
@@ -105,6 +107,9 @@ def add_evaluate(sp) -> None:
     sp.add_argument("--dataset", default=None, help="evaluate on another dataset's test split (default: the run's), "
                     "e.g. csv:FOLDER or idx:FOLDER")
     sp.add_argument("--tta", action="store_true", help="average each image with its mirror image")
+    sp.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="auto: bf16 where the CPU or GPU computes it natively (a few test images may flip); "
+                         "fp32: every logit as PyTorch or Keras computes it in float32")
     sp.add_argument("--json", action="store_true", help="print JSON")
     sp.add_argument("--out-dir", default=None, help="where the figures go (default RUN/figures)")
     sp.add_argument("--no-figures", action="store_true", help="text only")
@@ -199,3 +204,14 @@ def add_bench(sp) -> None:
     sp.add_argument("--keras-python", default=None, help="a Python with TensorFlow (default .venv-keras/bin/python)")
     sp.add_argument("--data-dir", default=None, help="folder with the dataset files")
     sp.add_argument("--out", default=None, help="JSON path (default benchmarks/results/bench-DATE.json)")
+
+
+def add_import(sp) -> None:
+    sp.add_argument("source", help="a Keras model: MODEL.keras, MODEL.h5, or MODEL.weights.h5 with --model")
+    sp.add_argument("--model", default=None, help="for a .weights.h5: the convlens spec or preset of its layers")
+    sp.add_argument("--name", default=None, help="run name (default: FILE-keras-DATE-TIME)")
+    data_args(sp)
+    sp.add_argument("--keras-input", choices=("0-1", "0-255"), default="0-1",
+                    help="what the Keras model was fed when it has no Rescaling layer: pixels / 255 (0-1, as the "
+                         "seed notebook; default) or raw pixels (0-255)")
+    sp.add_argument("--runs-dir", default="runs", help="where runs live (default %(default)s)")

@@ -13,8 +13,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from .dataref import DatasetRef, parse_image_size
 from .engine import check_device_name
 from .errors import ConvlensError, RunError
-from .models import parse_spec
 from .names import check_name
+from .spec import parse_spec
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ MAX_SEED = 2**32 - 1     # numpy.random.seed takes no more
 MAX_THREADS = 256        # torch.set_num_threads(100000) crashes the process; no CPU here has 256 cores
 
 # Keys config.json holds beside the settings: what the run resolved and recorded.
-RECORDED = ("spec", "settings", "resolved", "versions", "command", "created")
+RECORDED = ("spec", "settings", "resolved", "versions", "command", "created", "imported")
 # What `--resume` may change: where the data, the compute and the runs are now.
 WHERE_NOW = ("data_dir", "device", "runs_dir")
 

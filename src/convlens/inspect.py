@@ -110,7 +110,8 @@ def kernels(model: ConvNet, layer: int | str | None = None) -> KernelSet:
     """The learned weights and biases of a conv layer (default: the first)."""
     i, info = conv_layer(model, layer)
     conv = model.layers[i]
-    return KernelSet(info.name, i, to_numpy(conv.weight), to_numpy(conv.bias))
+    bias = to_numpy(conv.bias) if conv.bias is not None else np.zeros(conv.out_channels, np.float32)
+    return KernelSet(info.name, i, to_numpy(conv.weight), bias)
 
 
 # ---------------------------------------------------------------------------
@@ -125,7 +126,7 @@ class ConvArithmetic:
     col: int
     top_left: tuple[int, int]  # patch position in the layer input (negative: inside the zero padding)
     stride: int
-    padding: int
+    padding: tuple[int, int, int, int]   # zeros added top, bottom, left, right
     patch: np.ndarray          # float32 (C_in, k, k), zero padding included
     kernel: np.ndarray         # float32 (C_in, k, k)
     products: np.ndarray       # float32 (C_in, k, k) = patch × kernel
@@ -149,12 +150,14 @@ def conv_arithmetic_at(model: ConvNet, image: torch.Tensor, layer: int | str, ch
     x = model_input(model, image)[:1]
     with eval_mode(model), torch.no_grad():
         layer_in = x if i == 0 else model.layer_outputs(x)[i - 1]         # (1, C_in, H, W)
-    s, p, k = info.spec.stride, info.spec.padding, info.spec.kernel
-    padded = to_numpy(F.pad(layer_in[0], (p, p, p, p)))                      # (C_in, H + 2p, W + 2p)
+    s, k = info.spec.stride, info.spec.kernel
+    top, bottom, left, right = info.pads
+    padded = to_numpy(F.pad(layer_in[0], (left, right, top, bottom)))      # (C_in, H + pads, W + pads)
     r0, c0 = row * s, col * s                                              # top-left in padded coordinates
     patch = padded[:, r0:r0 + k, c0:c0 + k]                                # (C_in, k, k)
     conv = model.layers[i]
-    kernel, bias = to_numpy(conv.weight[channel]), float(conv.bias[channel].detach())
+    kernel = to_numpy(conv.weight[channel])
+    bias = float(conv.bias[channel].detach()) if conv.bias is not None else 0.0
     products = patch * kernel
     total = float(products.sum(dtype=np.float64))
     pre = total + bias
@@ -162,24 +165,22 @@ def conv_arithmetic_at(model: ConvNet, image: torch.Tensor, layer: int | str, ch
     f = ACTIVATIONS[act]
     value = pre if f is None else float(f(torch.tensor(pre, dtype=torch.float64)))
     return ConvArithmetic(info.name, "input" if i == 0 else model.infos[i - 1].name, channel, row, col,
-                          (r0 - p, c0 - p), s, p, patch, kernel, products, total, bias, pre, act, value)
+                          (r0 - top, c0 - left), s, info.pads, patch, kernel, products, total, bias, pre, act, value)
 
 
 def receptive_field(model: ConvNet, layer: int | str, row: int, col: int) -> tuple[int, int, int, int]:
     """The input pixels output pixel (row, col) of a conv layer depends on: (top, left, bottom, right),
-    inclusive, clipped to the image. Walks back through the layers: a conv of kernel k, stride s,
-    padding p maps outputs a..b to inputs a·s−p .. b·s−p+k−1; an n×n pool maps them to a·n .. b·n+n−1."""
+    inclusive, clipped to the image. Walks back through the layers: a window of size k, stride s and
+    padding p (top, or left) maps outputs a..b to inputs a·s−p .. b·s−p+k−1 (conv and pools alike)."""
     i, _ = conv_layer(model, layer)
     top, left, bottom, right = row, col, row, col
     for info in reversed(model.infos[:i + 1]):
         l = info.spec
-        if l.kind == "conv":
-            k, s, p = l.kernel, l.stride, l.padding
-        elif l.kind in ("maxpool", "avgpool"):
-            k, s, p = l.units, l.units, 0
-        else:                     # bn, dropout: pixel to pixel
-            continue
-        top, left, bottom, right = top * s - p, left * s - p, bottom * s - p + k - 1, right * s - p + k - 1
+        if l.kind not in ("conv", "maxpool", "avgpool"):
+            continue              # bn, dropout, activations: pixel to pixel
+        k, s = (l.kernel, l.stride) if l.kind == "conv" else (l.units, l.stride)
+        pt, pl = info.pads[0], info.pads[2]
+        top, left, bottom, right = top * s - pt, left * s - pl, bottom * s - pt + k - 1, right * s - pl + k - 1
     _, h, w = model.input_shape
     return max(0, top), max(0, left), min(h - 1, bottom), min(w - 1, right)
 

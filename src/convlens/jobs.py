@@ -20,8 +20,8 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .errors import ConvlensError
-from .models import PRESETS
 from .runs import check_name
+from .spec import PRESETS
 
 
 class JobError(ConvlensError):

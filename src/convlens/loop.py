@@ -40,7 +40,8 @@ def init_weights(model: ConvNet, init: str) -> None:
         for m in model.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
 
 def lr_at(step: int, total: int, r: Recipe) -> float:
@@ -59,9 +60,10 @@ def lr_at(step: int, total: int, r: Recipe) -> float:
 
 def can_fold_normalization(model: ConvNet) -> bool:
     """Normalisation folds exactly into a first conv without padding, or a dense right after flatten."""
-    first = model.infos[0].spec
-    return (first.kind == "conv" and first.padding == 0) or (
-        first.kind == "flatten" and len(model.infos) > 1 and model.infos[1].spec.kind == "dense")
+    first, infos = model.infos[0].spec, model.infos
+    if first.kind == "conv":
+        return infos[0].pads == (0, 0, 0, 0) and first.bias
+    return first.kind == "flatten" and len(infos) > 1 and infos[1].spec.kind == "dense" and infos[1].spec.bias
 
 
 @torch.no_grad()

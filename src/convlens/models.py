@@ -1,168 +1,26 @@
-"""Model specs: a one-line grammar, the preset registry, and the network built from them.
+"""The network a spec describes: every layer's shape, parameters and arithmetic, and the model.
 
-A spec reads like the seed's layer list, tokens joined by '-':
-
-    conv64-pool-conv64-pool-flatten-dense128-dense10      (the seed, preset `seed`)
-
-    conv<C>[k<K>][s<S>][p<P>][_<act>]  2-D convolution, C filters of K×K (default 3), stride S
-                                      (default 1), zero padding P (default 0), act default relu
-    pool[<N>] / avgpool[<N>]          N×N max / average pooling with stride N (default 2)
-    gap                               global average pooling (one value per channel)
-    bn                                batch normalisation
-    dropout<P>                        dropout with rate P in [0, 1), e.g. dropout0.25
-    flatten                           (C, H, W) -> C·H·W
-    dense<N>[_<act>]                  fully connected, N units; act default relu, except the
-                                      last layer, whose N must equal the number of classes and
-                                      which gives logits (softmax is applied to them, as Keras's
-                                      `activation="softmax"` does)
-
-activations: relu, tanh, sigmoid, gelu, elu, leaky, linear.
+The grammar is spec.py's. `layer_infos` walks a spec over an input shape, checking every layer
+fits and explaining every parameter count; `ConvNet` is the one torch module every spec builds,
+so inspecting, reporting and serving need no per-model special cases.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ConvlensError, SpecError
+from .errors import ConvlensError
+from .spec import MONOTONIC, PRESETS, LayerSpec, fail, parse_spec, register_preset, resolve  # noqa: F401 (re-exported)
 
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": F.gelu,
                "elu": F.elu, "leaky": F.leaky_relu, "linear": None}
-# Non-decreasing activations commute with max pooling: max(f(x)) = f(max(x)), so the
-# engine pools first and activates 4× fewer values (gelu dips below zero: not monotonic).
-MONOTONIC = {"relu", "tanh", "sigmoid", "elu", "leaky", "linear"}
-
-PRESETS: dict[str, tuple[str, str]] = {}   # name -> (spec, one-line description)
-
-
-def register_preset(name: str, spec: str, description: str) -> None:
-    """Add a named model to the registry (`convlens summary NAME`, `--model NAME`)."""
-    PRESETS[name] = (spec, description)
-
-
-register_preset("seed", "conv64-pool-conv64-pool-flatten-dense128-dense10",
-                "the study note's CNN: two 3×3 conv layers of 64 filters, 2×2 max pooling, dense 128")
-register_preset("dense", "flatten-dense128-dense10",
-                "the fully connected baseline the seed builds on: flatten, dense 128, dense 10")
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    kind: str              # conv, maxpool, avgpool, gap, bn, dropout, flatten, dense
-    token: str             # the text it came from
-    index: int             # 1-based position of the token in the spec
-    units: int = 0         # conv filters / dense units / pool size
-    kernel: int = 0
-    stride: int = 1
-    padding: int = 0
-    rate: float = 0.0      # dropout
-    act: str | None = None
-
-
-_ACT = r"(?:_(?P<act>[a-z]+))?"
-_PATTERNS = [
-    ("conv", re.compile(r"conv(?P<units>\d+)(?:k(?P<kernel>\d+))?(?:s(?P<stride>\d+))?(?:p(?P<padding>\d+))?" + _ACT)),
-    ("maxpool", re.compile(r"(?:max)?pool(?P<units>\d+)?")),
-    ("avgpool", re.compile(r"avgpool(?P<units>\d+)?")),
-    ("gap", re.compile(r"gap")),
-    ("bn", re.compile(r"bn")),
-    ("dropout", re.compile(r"dropout(?P<rate>0?\.\d+|0)")),
-    ("flatten", re.compile(r"flatten")),
-    ("dense", re.compile(r"dense(?P<units>\d+)" + _ACT)),
-]
-_HINTS = {"conv": "conv needs a filter count, e.g. conv64 or conv32k5", "dense": "dense needs a width, e.g. dense128",
-          "dropout": "dropout needs a rate in [0, 1), e.g. dropout0.25"}
-
-
-def resolve(model: str, num_classes: int | None = None) -> str:
-    """A preset name becomes its spec, its output layer sized to `num_classes` when given (a preset
-    fits any dataset); anything else is taken as a spec, exactly as written."""
-    if model not in PRESETS:
-        return model
-    spec = PRESETS[model][0]
-    return re.sub(r"dense\d+$", f"dense{num_classes}", spec) if num_classes else spec
-
-
-# Bounds on what a spec may ask for, far above any small CNN, so that a typo or a hostile model.json
-# is one clear error instead of gigabytes allocated (or a crash inside the framework).
-MAX_SPEC_CHARS = 4000     # a 100-layer spec is ~1,000 characters
-MAX_LAYERS = 200
-MAX_WIDTH = 65_536        # filters of a conv layer, units of a dense one
-MAX_WINDOW = 64           # kernel, stride, padding and pool sizes
 MAX_PARAMS = 1 << 30      # 1,073,741,824 parameters: 4 GiB of fp32 weights
 MAX_VALUES = 1 << 28      # values one layer outputs for one image
-
-
-def _short(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _fail(spec: str, index: int, token: str, why: str) -> SpecError:
-    error = SpecError(f"model spec {_short(spec)!r}, token {index} {_short(token, 40)!r}: {why}")
-    error.token_index = index
-    return error
-
-
-def parse_spec(spec: str) -> list[LayerSpec]:
-    """Parse a spec string (or preset name) into layers; SpecError names the bad token."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise SpecError("empty model spec; try 'seed' or 'conv64-pool-flatten-dense10'")
-    if len(spec) > MAX_SPEC_CHARS:
-        raise SpecError(f"model spec of {len(spec):,} characters; convlens reads specs of at most {MAX_SPEC_CHARS:,}")
-    text = resolve(spec.strip())
-    tokens = text.split("-")
-    if len(tokens) > MAX_LAYERS:
-        raise SpecError(f"model spec of {len(tokens):,} layers; convlens builds at most {MAX_LAYERS}")
-    layers = [_parse_token(text, i, token) for i, token in enumerate(tokens, start=1)]
-    last = layers[-1]
-    if last.kind != "dense":
-        raise _fail(text, last.index, last.token, "a model must end with a dense layer giving one output per class, e.g. dense10")
-    # Default activations: relu everywhere except the output layer (logits).
-    return [l if l.act is not None else _with_act(l, "linear" if l is last else "relu")
-            for l in layers]
-
-
-def _parse_token(text: str, i: int, token: str) -> LayerSpec:
-    """Token i of the spec as a layer, its sizes within bounds; SpecError naming the token."""
-    tok = token.strip().lower()
-    for kind, pattern in _PATTERNS:
-        if m := pattern.fullmatch(tok):
-            break
-    else:
-        stem = re.match(r"[a-z]*", tok).group()
-        if stem in _HINTS:
-            raise _fail(text, i, token, _HINTS[stem])
-        known = "conv<C>, pool, avgpool, gap, bn, dropout<P>, flatten, dense<N>"
-        raise _fail(text, i, token, f"unknown layer (known: {known}; or a preset: {', '.join(PRESETS)})")
-    g = {k: v for k, v in m.groupdict().items() if v is not None}
-    act = g.get("act")
-    if act is not None and act not in ACTIVATIONS:
-        raise _fail(text, i, token, f"unknown activation {act!r} (known: {', '.join(ACTIVATIONS)})")
-    layer = LayerSpec(kind=kind, token=token, index=i, units=int(g.get("units", 2 if "pool" in kind else 0)),
-                      kernel=int(g.get("kernel", 3)) if kind == "conv" else 0,
-                      stride=int(g.get("stride", 1)), padding=int(g.get("padding", 0)),
-                      rate=float(g.get("rate", 0.0)), act=act)
-    if kind in ("conv", "dense", "maxpool", "avgpool") and layer.units < 1:
-        raise _fail(text, i, token, "size must be at least 1")
-    if kind == "conv" and (layer.kernel < 1 or layer.stride < 1):
-        raise _fail(text, i, token, "kernel and stride must be at least 1")
-    if kind in ("conv", "dense") and layer.units > MAX_WIDTH:
-        what = "filters" if kind == "conv" else "units"
-        raise _fail(text, i, token, f"{layer.units:,} {what}; at most {MAX_WIDTH:,}")
-    if max(layer.kernel, layer.stride, layer.padding, layer.units if "pool" in kind else 0) > MAX_WINDOW:
-        raise _fail(text, i, token, f"kernel, stride, padding and pool sizes go up to {MAX_WINDOW}")
-    return layer
-
-
-def _with_act(layer: LayerSpec, act: str) -> LayerSpec:
-    if layer.kind not in ("conv", "dense"):
-        return layer
-    return LayerSpec(**{**layer.__dict__, "act": act})
 
 
 # ---------------------------------------------------------------------------
@@ -179,12 +37,14 @@ class LayerInfo:
     trainable: int
     mult_adds: int                  # per image
     arithmetic: str                 # why `params` is what it is
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)   # conv and pools: zeros (pool: −∞) top, bottom, left, right
 
 
 _TYPES = {"conv": ("conv2d", "Conv2D"), "maxpool": ("max_pooling2d", "MaxPooling2D"),
-          "avgpool": ("average_pooling2d", "AveragePooling2D"), "gap": ("global_average_pooling2d", "GlobalAveragePooling2D"),
+          "avgpool": ("average_pooling2d", "AveragePooling2D"),
+          "gap": ("global_average_pooling2d", "GlobalAveragePooling2D"),
           "bn": ("batch_normalization", "BatchNormalization"), "dropout": ("dropout", "Dropout"),
-          "flatten": ("flatten", "Flatten"), "dense": ("dense", "Dense")}
+          "act": ("activation", "Activation"), "flatten": ("flatten", "Flatten"), "dense": ("dense", "Dense")}
 
 
 def _fmt(n: int) -> str:
@@ -199,27 +59,43 @@ def shape_text(shape: tuple[int, ...]) -> str:
     return "×".join(str(d) for d in shape)
 
 
+def window(l: LayerSpec, h: int, w: int) -> tuple[int, int, tuple[int, int, int, int]]:
+    """Output height and width of a conv or pool layer on an h×w input, and its padding (top, bottom,
+    left, right). `same`: the output is ⌈input / stride⌉, the odd padding pixel at the bottom and right,
+    as TensorFlow and Keras pad."""
+    k, s = (l.kernel, l.stride) if l.kind == "conv" else (l.units, l.stride)
+    if not l.same:
+        p = l.padding
+        return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, (p, p, p, p)
+    ho, wo = -(-h // s), -(-w // s)
+    ph, pw = max((ho - 1) * s + k - h, 0), max((wo - 1) * s + k - w, 0)
+    return ho, wo, (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
+
+
 # Each layer kind's shape rule: (spec text, layer, input shape) -> (output shape, parameters,
 # multiply-adds per image, why that many parameters).
 
 def _conv_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
     c, h, w = shape
-    k, s, p = l.kernel, l.stride, l.padding
-    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    k = l.kernel
+    ho, wo, pads = window(l, h, w)
     if ho < 1 or wo < 1:
-        raise _fail(text, l.index, l.token, f"a {k}×{k} kernel does not fit the {h}×{w} input"
-                    + (f" with padding {p}" if p else ""))
-    params = l.units * (k * k * c + 1)
-    return (l.units, ho, wo), params, ho * wo * l.units * k * k * c, f"{l.units} × ({k}×{k}×{c} + 1) = {_fmt(params)}"
+        raise fail(text, l.index, l.token, f"a {k}×{k} kernel does not fit the {h}×{w} input"
+                   + (f" with padding {l.padding}" if l.padding else ""))
+    params = l.units * (k * k * c + l.bias)
+    bias = " + 1" if l.bias else ""
+    return (l.units, ho, wo), params, ho * wo * l.units * k * k * c, f"{l.units} × ({k}×{k}×{c}{bias}) = {_fmt(params)}"
 
 
 def _pool_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
     c, h, w = shape
     n = l.units
-    if h < n or w < n:
-        raise _fail(text, l.index, l.token, f"a {n}×{n} pool does not fit the {h}×{w} input")
+    if not l.same and (h < n or w < n):
+        raise fail(text, l.index, l.token, f"a {n}×{n} pool does not fit the {h}×{w} input")
+    ho, wo, _ = window(l, h, w)
     what = "max" if l.kind == "maxpool" else "mean"
-    return (c, h // n, w // n), 0, 0, f"{what} of each {n}×{n} window: {h}×{w} → {h // n}×{w // n}, no parameters"
+    how = "" if l.stride == n and not l.same else f", stride {l.stride}{', same padding' if l.same else ''}"
+    return (c, ho, wo), 0, 0, f"{what} of each {n}×{n} window{how}: {h}×{w} → {ho}×{wo}, no parameters"
 
 
 def _gap_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
@@ -236,6 +112,10 @@ def _dropout_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
     return shape, 0, 0, f"zeroes {l.rate:g} of the values while training, no parameters"
 
 
+def _act_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
+    return shape, 0, 0, f"{l.act} of every value, no parameters"
+
+
 def _bn_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
     c = shape[0]
     return shape, 4 * c, 0, f"{c} × (γ, β trained + mean, variance tracked) = {_fmt(4 * c)}"
@@ -243,23 +123,24 @@ def _bn_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
 
 def _dense_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
     n_in = shape[0]
-    params = l.units * (n_in + 1)
-    return (l.units,), params, n_in * l.units, f"{l.units} × ({_fmt(n_in)} + 1) = {_fmt(params)}"
+    params = l.units * (n_in + l.bias)
+    return (l.units,), params, n_in * l.units, f"{l.units} × ({_fmt(n_in)}{' + 1' if l.bias else ''}) = {_fmt(params)}"
 
 
 _SHAPES = {"conv": _conv_shape, "maxpool": _pool_shape, "avgpool": _pool_shape, "gap": _gap_shape,
-           "flatten": _flatten_shape, "dropout": _dropout_shape, "bn": _bn_shape, "dense": _dense_shape}
+           "flatten": _flatten_shape, "dropout": _dropout_shape, "act": _act_shape, "bn": _bn_shape,
+           "dense": _dense_shape}
 
 
 def _check_input(text: str, l: LayerSpec, shape: tuple[int, ...]) -> None:
     """A layer that needs an image-shaped (or a flat) input and gets the other: SpecError saying what to add."""
     spatial = len(shape) == 3
     if l.kind in ("conv", "maxpool", "avgpool", "gap") and not spatial:
-        raise _fail(text, l.index, l.token, f"needs an image-shaped input (C×H×W) but gets a flat vector of "
-                    f"{shape[0]}; move it before 'flatten'")
+        raise fail(text, l.index, l.token, f"needs an image-shaped input (C×H×W) but gets a flat vector of "
+                   f"{shape[0]}; move it before 'flatten'")
     if l.kind == "dense" and spatial:
-        raise _fail(text, l.index, l.token, f"needs a flat input but gets {'×'.join(map(str, shape))}; "
-                    "add 'flatten' (or 'gap') before it")
+        raise fail(text, l.index, l.token, f"needs a flat input but gets {'×'.join(map(str, shape))}; "
+                   "add 'flatten' (or 'gap') before it")
 
 
 def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> list[LayerInfo]:
@@ -274,14 +155,16 @@ def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_
         counters[base] = counters.get(base, 0) + 1
         _check_input(text, l, shape)
         if l is layers[-1] and l.units != num_classes:
-            raise _fail(text, l.index, l.token, f"the output layer needs {num_classes} units, one per class")
+            raise fail(text, l.index, l.token, f"the output layer needs {num_classes} units, one per class")
         out, params, mult_adds, why = _SHAPES[l.kind](text, l, shape)
         total += params
         if total > MAX_PARAMS or math.prod(out) > MAX_VALUES:
-            raise _fail(text, l.index, l.token, f"too large: {math.prod(out):,} values out, {total:,} parameters so "
-                        f"far (convlens builds at most {MAX_VALUES:,} values per layer and {MAX_PARAMS:,} parameters)")
+            raise fail(text, l.index, l.token, f"too large: {math.prod(out):,} values out, {total:,} parameters so "
+                       f"far (convlens builds at most {MAX_VALUES:,} values per layer and {MAX_PARAMS:,} parameters)")
         trainable = params // 2 if l.kind == "bn" else params
-        infos.append(LayerInfo(l, f"{base}_{counters[base]}", typ, shape, out, params, trainable, mult_adds, why))
+        pads = window(l, *shape[1:])[2] if l.kind in ("conv", "maxpool", "avgpool") else (0, 0, 0, 0)
+        infos.append(LayerInfo(l, f"{base}_{counters[base]}", typ, shape, out, params, trainable, mult_adds, why,
+                               pads))
         shape = out
     return infos
 
@@ -314,7 +197,7 @@ class ConvNet(nn.Module):
             if i == skip:
                 continue
             if i in self._pool_first:
-                x = _activate(_pool(module(x), self.infos[i + 1].spec), info.spec.act)
+                x = _activate(_pool(module(x), self.infos[i + 1]), info.spec.act)
                 skip = i + 1
             else:
                 x = _apply(info, module, x)
@@ -334,14 +217,29 @@ class _Identity(nn.Module):
         return x
 
 
+class PaddedConv2d(nn.Conv2d):
+    """A convolution padded unevenly (Keras's `same` with an even kernel or a stride): `pads` is
+    (left, right, top, bottom) as F.pad takes them; the weights are an nn.Conv2d's."""
+
+    def __init__(self, *args, pads: tuple[int, int, int, int], **kw):
+        super().__init__(*args, **kw)
+        self.pads = pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.pads))
+
+
 def _module(info: LayerInfo) -> nn.Module:
     l, shape = info.spec, info.in_shape
     if l.kind == "conv":
-        return nn.Conv2d(shape[0], l.units, l.kernel, stride=l.stride, padding=l.padding)
+        top, bottom, left, right = info.pads
+        if (top, left) == (bottom, right):
+            return nn.Conv2d(shape[0], l.units, l.kernel, stride=l.stride, padding=(top, left), bias=l.bias)
+        return PaddedConv2d(shape[0], l.units, l.kernel, stride=l.stride, bias=l.bias, pads=(left, right, top, bottom))
     if l.kind == "dense":
-        return nn.Linear(shape[0], l.units)
+        return nn.Linear(shape[0], l.units, bias=l.bias)
     if l.kind == "bn":
-        return nn.BatchNorm2d(shape[0]) if len(shape) == 3 else nn.BatchNorm1d(shape[0])
+        return nn.BatchNorm2d(shape[0], eps=l.eps) if len(shape) == 3 else nn.BatchNorm1d(shape[0], eps=l.eps)
     if l.kind == "dropout":
         return nn.Dropout(l.rate)
     return _Identity()
@@ -352,16 +250,24 @@ def _activate(x: torch.Tensor, act: str | None) -> torch.Tensor:
     return x if f is None else f(x)
 
 
-def _pool(x: torch.Tensor, l: LayerSpec) -> torch.Tensor:
-    return F.max_pool2d(x, l.units) if l.kind == "maxpool" else F.avg_pool2d(x, l.units)
+def _pool(x: torch.Tensor, info: LayerInfo) -> torch.Tensor:
+    """Max or average pooling; padding (Keras's `same`) never wins a max and is not counted in a mean."""
+    l, (top, bottom, left, right) = info.spec, info.pads
+    pads = (left, right, top, bottom)
+    if l.kind == "maxpool":
+        return F.max_pool2d(F.pad(x, pads, value=float("-inf")) if any(pads) else x, l.units, l.stride)
+    if not any(pads):
+        return F.avg_pool2d(x, l.units, l.stride)
+    count = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), pads), l.units, l.stride)     # share of real pixels
+    return F.avg_pool2d(F.pad(x, pads), l.units, l.stride) / count
 
 
 def _apply(info: LayerInfo, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     kind = info.spec.kind
-    if kind in ("conv", "dense"):
+    if kind in ("conv", "dense", "act"):
         return _activate(module(x), info.spec.act)
     if kind in ("maxpool", "avgpool"):
-        return _pool(x, info.spec)
+        return _pool(x, info)
     if kind == "gap":
         return x.mean(dim=(2, 3))
     if kind == "flatten":

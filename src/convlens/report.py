@@ -179,11 +179,16 @@ def _model_section(run: Run) -> Section:
                       ["left", "left", "left", "left", "right", "left", "right"])
     body += paragraph(f"Spec {s.spec} · total {s.total_params:,} parameters ({s.trainable_params:,} trainable) · "
                       f"{s.mult_adds:,} multiply-adds per image. Pooling and flatten layers have no parameters.")
+    for line in views.run_summary(run)[1:]:           # an imported model: where it came from
+        body += paragraph(line)
     return Section("Model", body)
 
 
 def _curves_section(run: Run) -> Section:
     """Curves, with the overfitting onset and best epoch marked."""
+    if not run.metrics:
+        return Section("Training curves", paragraph("No epochs: this model was imported, not trained here."
+                                                    if run.record.get("imported") else "No epoch has finished."))
     body = figure_html(views.curves_figure([run]),
                        "Training (solid) and validation (dashed) loss and accuracy per epoch.")
     if run.results.get("overfitting"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .models import PRESETS, LayerInfo, layer_infos, resolve, shape_text
+from .models import LayerInfo, layer_infos, shape_text
+from .spec import PRESETS, resolve
 
 
 @dataclass(frozen=True)

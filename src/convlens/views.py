@@ -8,9 +8,9 @@ plain values, and give text, arrays and PNG bytes.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,9 +25,18 @@ from .engine import display_image, pick_device, pick_precision, set_threads, uni
 from .errors import ConvlensError
 from .evaluate import Evaluation, evaluate
 from .images import prepare_image, read_image
-from .inspect import KernelSet, LayerMaps, activations, filter_across_images, kernels, most_confident_mistakes
+from .inspect import (
+    FilterGrid,
+    KernelSet,
+    LayerMaps,
+    activations,
+    filter_across_images,
+    kernels,
+    most_confident_mistakes,
+)
 from .models import ConvNet, conv_layers
 from .runs import Run
+from .summary import summarize
 
 INVERT = {"auto": None, "yes": True, "no": False}   # --invert / the explorer's choice: None decides by the border
 
@@ -82,10 +91,23 @@ def evaluate_run(run: Run, data: Dataset | None = None, device: str = "auto", pr
     return evaluate(model, data.test_x, data.test_y, run.classes, pick_precision(precision, dev), tta=tta)
 
 
+def run_summary(run: Run) -> list[str]:
+    """`convlens summary RUN`: the model's table, and for an imported model where it came from."""
+    lines = [summarize(run.model_info.spec, run.input_shape, len(run.classes)).text()]
+    imported = run.record.get("imported")
+    if imported:
+        lines.append(f"Imported from {imported.get('from')} (Keras {imported.get('keras_version')}, "
+                     f"{imported.get('format')}, SHA-256 {str(imported.get('sha256'))[:16]}…); input: "
+                     f"{imported.get('input')}")
+        if imported.get("softmax_dropped"):
+            lines.append("Final softmax dropped: the model gives logits; their softmax is the Keras model's output.")
+    return lines
+
+
 # ---------------------------------------------------------------------------
 # Evaluation: the figures and the mistakes
 
-def _as_drawn(images_u8: torch.Tensor) -> np.ndarray:
+def as_drawn(images_u8: torch.Tensor) -> np.ndarray:
     """uint8 (N, C, H, W) as a gallery draws them: (N, H, W) grayscale or (N, H, W, 3) colour."""
     imgs = images_u8.permute(0, 2, 3, 1).numpy()
     return imgs[..., 0] if imgs.shape[-1] == 1 else imgs
@@ -96,7 +118,7 @@ def mistakes_gallery(ev: Evaluation, test_x, k: int = 24) -> bytes:
     worst = most_confident_mistakes(ev.probabilities, ev.labels, k=k)
     captions = [f"#{i} true: {ev.classes[ev.labels[i]]}\npred: {ev.classes[ev.predictions[i]]} "
                 f"({ev.probabilities[i].max():.2f})" for i in worst]
-    images = _as_drawn(test_x[torch.as_tensor(worst, dtype=torch.long)]) if len(worst) else np.zeros((0, 1, 1))
+    images = as_drawn(test_x[torch.as_tensor(worst, dtype=torch.long)]) if len(worst) else np.zeros((0, 1, 1))
     return figures.gallery(images, captions,
                            "most confidently misclassified test images")
 
@@ -125,29 +147,42 @@ def layer_figures(model: ConvNet, image: torch.Tensor, label: str) -> list[tuple
             for layer in activations(model, image)]
 
 
-def filter_figure(model: ConvNet, data: Dataset, indices: Sequence[int], filter_index: int) -> tuple[list[str], bytes]:
-    """The study note's figure: one filter on several test images (rows) through the conv and pooling
-    layers (columns). Returns the layers' labels and the PNG."""
+def filter_grid(model: ConvNet, data: Dataset, indices: Sequence[int], filter_index: int) -> FilterGrid:
+    """One filter on several test images (rows, labelled "#3 Dress") through the conv and pooling layers."""
     bad = [i for i in indices if not 0 <= i < len(data.test_y)]
     if bad:
         raise ConvlensError(f"--images: no test image {bad[0]} (0 to {len(data.test_y) - 1})")
     grid = filter_across_images(model, data.test_x[list(indices)], filter_index)
-    rows = [f"#{i} {data.classes[int(data.test_y[i])]}" for i in indices]
-    png = figures.filter_comparison(grid.maps, rows, [c.split()[0] for c in grid.col_labels],
-                                    f"filter {filter_index} across layers (rows: test images)")
-    return grid.col_labels, png
+    return replace(grid, row_labels=[f"#{i} {data.classes[int(data.test_y[i])]}" for i in indices])
+
+
+def filter_png(grid: FilterGrid) -> bytes:
+    """The study note's figure: the grid's rows are images, its columns layers."""
+    return figures.filter_comparison(grid.maps, grid.row_labels, [c.split()[0] for c in grid.col_labels],
+                                     f"filter {grid.filter_index} across layers (rows: test images)")
+
+
+def filter_figure(model: ConvNet, data: Dataset, indices: Sequence[int], filter_index: int) -> tuple[list[str], bytes]:
+    """filter_grid as a picture: the layers' labels and the PNG."""
+    grid = filter_grid(model, data, indices, filter_index)
+    return grid.col_labels, filter_png(grid)
+
+
+def kernels_png(ks: KernelSet, summary: str = "per_input") -> bytes:
+    """A conv layer's learned kernels as a picture, one tile per kernel (and input channel)."""
+    o, i, k, _ = ks.weights.shape
+    return figures.kernel_grid(ks.weights, f"{ks.layer}: {o} learned {k}×{k} kernels over {i} input channel(s)",
+                               summary="per_input" if i == 1 else summary)
 
 
 def kernel_figure(model: ConvNet, layer: int | str | None = None,
                   summary: str = "per_input") -> tuple[KernelSet, str, bytes]:
-    """A conv layer's learned kernels as a picture: (the kernels, a one-line description, PNG)."""
+    """A conv layer's learned kernels: (the kernels, a one-line description, the picture)."""
     ks = kernels(model, layer)
     o, i, k, _ = ks.weights.shape
-    png = figures.kernel_grid(ks.weights, f"{ks.layer}: {o} learned {k}×{k} kernels over {i} input channel(s)",
-                              summary="per_input" if i == 1 else summary)
     caption = (f"{ks.layer}: {o} kernels of {k}×{k}×{i}, weights in [{ks.weights.min():.3f}, "
                f"{ks.weights.max():.3f}]")
-    return ks, caption, png
+    return ks, caption, kernels_png(ks, summary)
 
 
 def all_kernel_figures(model: ConvNet) -> list[tuple[KernelSet, str, bytes]]:
