@@ -110,6 +110,14 @@ def test_seed_import_matches_the_note(saved, tmp_path, capsys):
     assert info["preprocessing"].startswith("uint8 pixels / 255")
     assert cli.main(["evaluate", "seed-keras", "--precision", "fp32", "--no-figures", "--runs-dir", str(tmp_path)]) == 0
     assert f"accuracy {run.results['test_accuracy']:.2%}" in capsys.readouterr().out     # fp32: the import's own figure
+    from fastapi.testclient import TestClient
+
+    from convlens.server import create_app
+    client = TestClient(create_app(str(tmp_path)), base_url="http://127.0.0.1:8000")
+    entry = client.get("/api/runs").json()[0]
+    assert (entry["state"], entry["epochs"], entry["epochs_planned"]) == ("imported from Keras", 0, 0)
+    assert client.get("/api/runs/seed-keras/kernels/0.png").content.startswith(b"\x89PNG")
+    assert client.get("/api/runs/seed-keras/evaluation").json()["accuracy"] > 0.5
     for verb in (["evaluate", "seed-keras"], ["report", "seed-keras"], ["filters", "seed-keras", "--layer", "conv2d_1"],
                  ["export", "seed-keras", "--out", str(tmp_path / "exported")]):
         assert cli.main([*verb, "--runs-dir", str(tmp_path)]) == 0, verb

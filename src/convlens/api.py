@@ -94,12 +94,12 @@ def colormaps():
 
 def run_entry(run) -> dict:
     """One row of the runs list."""
-    res = run.results
+    res, imported = run.results, run.record.get("imported")
     return {"name": run.name, "model": run.config.model, "spec": run.model_info.spec,
-            "dataset": run.model_info.dataset, "epochs": len(run.metrics), "epochs_planned": run.config.epochs,
-            "test_accuracy": res.get("test_accuracy"),
-            "state": "finished" if res and not res.get("interrupted") else "stopped" if res
-            else "training or stopped", "created": run.record.get("created")}
+            "dataset": run.model_info.dataset, "epochs": len(run.metrics),
+            "epochs_planned": 0 if imported else run.config.epochs, "test_accuracy": res.get("test_accuracy"),
+            "state": "imported from Keras" if imported else "finished" if res and not res.get("interrupted")
+            else "stopped" if res else "training or stopped", "created": run.record.get("created")}
 
 
 @runs_api.get("/api/runs")
