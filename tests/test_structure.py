@@ -18,7 +18,8 @@ FLOORS = [
     # 2 data: dataset references, files found and read, loaders, the training config, runs and checkpoints
     ["registry", "dataref", "sources", "userdata", "folders", "config", "datasets", "runs", "checkpoint"],
     # 3 work: training, evaluation, inspection, attribution, comparison, export
-    ["loop", "train", "tblog", "evaluate", "inspect", "attribution", "compare", "export"],
+    ["loop", "train", "tblog", "evaluate", "inspect", "attribution", "sanity", "faithfulness", "compare",
+     "export"],
     # 4 views: what each verb shows, built once for the CLI, the report and the explorer
     ["views", "progress"],
     # 5 faces: the command line, the report, the web explorer, the benchmark

@@ -165,23 +165,51 @@ def conv_arithmetic_at(model: ConvNet, image: torch.Tensor, layer: int | str, ch
                           (r0 - p, c0 - p), s, p, patch, kernel, products, total, bias, pre, act, value)
 
 
-def receptive_field(model: ConvNet, layer: int | str, row: int, col: int) -> tuple[int, int, int, int]:
-    """The input pixels output pixel (row, col) of a conv layer depends on: (top, left, bottom, right),
-    inclusive, clipped to the image. Walks back through the layers: a conv of kernel k, stride s,
-    padding p maps outputs a..b to inputs a·s−p .. b·s−p+k−1; an n×n pool maps them to a·n .. b·n+n−1."""
-    i, _ = conv_layer(model, layer)
-    top, left, bottom, right = row, col, row, col
-    for info in reversed(model.infos[:i + 1]):
+def input_box(infos: Sequence[LayerInfo], top: int, left: int, bottom: int, right: int) -> tuple[int, int, int, int]:
+    """The input box (inclusive, unclipped) that the output box of the last of `infos` depends on: a conv
+    of kernel k, stride s, padding p maps outputs a..b to inputs a·s−p .. b·s−p+k−1; an n×n pool maps
+    them to a·n .. b·n+n−1; batch norm and dropout map a pixel to itself."""
+    for info in reversed(infos):
         l = info.spec
         if l.kind == "conv":
             k, s, p = l.kernel, l.stride, l.padding
         elif l.kind in ("maxpool", "avgpool"):
             k, s, p = l.units, l.units, 0
-        else:                     # bn, dropout: pixel to pixel
+        else:
             continue
         top, left, bottom, right = top * s - p, left * s - p, bottom * s - p + k - 1, right * s - p + k - 1
+    return top, left, bottom, right
+
+
+def _clip(model: ConvNet, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     _, h, w = model.input_shape
+    top, left, bottom, right = box
     return max(0, top), max(0, left), min(h - 1, bottom), min(w - 1, right)
+
+
+def receptive_field(model: ConvNet, layer: int | str, row: int, col: int, clip: bool = True) -> tuple[int, int, int, int]:
+    """The input pixels output pixel (row, col) of a conv layer depends on: (top, left, bottom, right),
+    inclusive, clipped to the image (clip=False: the whole window, which may reach past the image)."""
+    i, _ = conv_layer(model, layer)
+    box = input_box(model.infos[:i + 1], row, col, row, col)
+    return _clip(model, box) if clip else box
+
+
+def seen_pixels(model: ConvNet) -> np.ndarray:
+    """bool (H, W): the input pixels the model's output can depend on at all. Valid convolutions and
+    pooling that drops a last odd row leave some unseen: the seed never sees rows and columns 26 and 27
+    (its 5×5 pooled map covers 10 of conv2d_2's 11 rows), so every attribution there is 0, whatever
+    the weights."""
+    _, h, w = model.input_shape
+    seen = np.zeros((h, w), dtype=bool)
+    flat = next((i for i, info in enumerate(model.infos) if len(info.out_shape) == 1), 0)
+    if flat == 0:
+        seen[:] = True
+        return seen
+    _, oh, ow = model.infos[flat - 1].out_shape
+    top, left, bottom, right = _clip(model, input_box(model.infos[:flat], 0, 0, oh - 1, ow - 1))
+    seen[top:bottom + 1, left:right + 1] = True
+    return seen
 
 
 # ---------------------------------------------------------------------------
