@@ -18,7 +18,7 @@ FLOORS = [
     # 2 data: dataset references, files found and read, loaders, the training config, runs and checkpoints
     ["registry", "dataref", "sources", "userdata", "folders", "config", "datasets", "runs", "checkpoint"],
     # 3 work: training, evaluation, inspection, attribution, comparison, export
-    ["loop", "train", "tblog", "evaluate", "inspect", "attribution", "sanity", "faithfulness", "compare",
+    ["loop", "train", "tblog", "evaluate", "inspect", "attribution", "sanity", "faithfulness", "features", "compare",
      "export"],
     # 4 views: what each verb shows, built once for the CLI, the report and the explorer
     ["views", "progress"],

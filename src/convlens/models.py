@@ -320,10 +320,11 @@ class ConvNet(nn.Module):
                 x = _apply(info, module, x)
         return x
 
-    def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every layer's output in spec order (the seed's activation model), unfused."""
+    def layer_outputs(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """Every layer's output in spec order (the seed's activation model), unfused; with `upto`, only
+        those of layers 0..upto (the rest of the network is not run)."""
         outs = []
-        for info, module in zip(self.infos, self.layers):
+        for info, module in zip(self.infos[:None if upto is None else upto + 1], self.layers):
             x = _apply(info, module, x)
             outs.append(x)
         return outs
