@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "convlens"
 FLOORS = [
     # 0 ground: plain values in, plain values out; no other floor's imports
     ["errors", "names", "versions", "reading", "files", "idx", "images", "models", "summary", "plotting", "figures", "charts",
-     "convolution"],
+     "explain_figures", "convolution"],
     # 1 engine: runs a model but never trains it (device, precision, the one /255, batched prediction)
     ["engine", "distributed"],
     # 2 data: dataset references, files found and read, loaders, the training config, runs and checkpoints
@@ -21,7 +21,7 @@ FLOORS = [
     ["loop", "train", "tblog", "evaluate", "inspect", "attribution", "sanity", "faithfulness", "features", "compare",
      "export"],
     # 4 views: what each verb shows, built once for the CLI, the report and the explorer
-    ["views", "progress"],
+    ["views", "explanations", "feature_views", "progress"],
     # 5 faces: the command line, the report, the web explorer, the benchmark
     ["cli", "cli_args", "report", "server", "guards", "api", "explorer", "jobs", "bench", "bench_keras"],
 ]
