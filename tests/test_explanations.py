@@ -244,3 +244,48 @@ def test_explain_check_and_deletion_from_the_command_line(small_run, small_data_
         assert (small_run.path / "figures" / f"{name}.png").stat().st_size > 10_000, name
     rc, _, err = run_cli("explain", small_run.path, "--index", "9", "--methods", "lime")
     assert rc == 2 and "unknown attribution method 'lime'" in err
+
+
+# ---------------------------------------------------------------------------
+# The explorer's API
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, small_run, small_data_dir):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from convlens.server import create_app
+    runs = tmp_path_factory.mktemp("explained") / "runs"
+    shutil.copytree(small_run.path, runs / "small")
+    with TestClient(create_app(runs, data_dir=str(small_data_dir)), base_url="http://127.0.0.1:8000") as client:
+        yield client
+
+
+@pytest.mark.slow
+def test_the_explorer_serves_the_check_and_what_a_filter_looks_for(served):
+    r = served.get("/api/runs/small/check", params={"index": 9, "methods": "saliency,gradcam"})
+    assert r.status_code == 200, r.text
+    c = r.json()
+    assert c["label"] == "test image 9 (Sneaker)" and c["methods"] == ["saliency", "gradcam"]
+    names = [m["name"] for m in c["check"]["methods"]]
+    assert names == ["gradient saliency", "Grad-CAM", "edge detector (control)"]
+    control = c["check"]["methods"][-1]
+    assert control["control"] and control["rho"] == [1.0] * 5 and control["verdict"] == VERDICTS[2]
+    assert c["check"]["steps"] == ["learned weights", "dense_2", "dense_1", "conv2d_2", "conv2d_1"]
+    assert [m["method"] for m in c["deletion"]["methods"]] == ["saliency", "gradcam"]
+    for key in ("methods_png", "strip_png", "deletion_png"):
+        assert c[key].startswith("data:image/png;base64,") and len(c[key]) > 10_000
+    f = served.get("/api/runs/small/features/conv2d_2/6").json()
+    assert f["box_size"] == "8×8" and len(f["crops"]) == 9
+    acts = [x["activation"] for x in f["crops"]]
+    assert acts == sorted(acts, reverse=True) and f["optimised"]["activation"] >= acts[0] - 1e-5
+    assert np.array(f["crops"][0]["pixels"]).shape == (1, 8, 8) and np.array(f["optimised"]["pixels"]).shape == (1, 8, 8)
+    assert {x["class"] for x in f["crops"]} <= set(served.get("/api/runs/small").json()["model"]["classes"])
+    for path, status, words in (("/api/runs/small/features/conv2d_2/64", 400, "filter 64 is out of range"),
+                                ("/api/runs/small/features/dense_1/0", 400, "no conv layer 'dense_1'"),
+                                ("/api/runs/small/check?index=9&methods=lime", 400, "unknown attribution method"),
+                                ("/api/runs/small/check?index=9&baseline=white", 422, "baseline"),
+                                ("/api/runs/none/check?index=9", 404, "no run")):
+        r = served.get(path)
+        assert r.status_code == status and words in r.json()["detail"], (path, r.text)

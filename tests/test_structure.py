@@ -23,7 +23,7 @@ FLOORS = [
     # 4 views: what each verb shows, built once for the CLI, the report and the explorer
     ["views", "explanations", "feature_views", "progress"],
     # 5 faces: the command line, the report, the web explorer, the benchmark
-    ["cli", "cli_args", "report", "server", "guards", "api", "explorer", "jobs", "bench", "bench_keras"],
+    ["cli", "cli_args", "report", "server", "guards", "api", "explain_api", "explorer", "jobs", "bench", "bench_keras"],
 ]
 TOP = {"__init__", "__main__"}     # the public API and `python -m convlens`: nothing imports them
 MAX_LEVELS, MAX_FUNCTION_LINES, MAX_FILE_LINES = 8, 60, 450
