@@ -104,7 +104,7 @@ def _cases(image, images):
             image, [("saliency", rng.random((28, 28))), ("flat", np.zeros((28, 28)))], [("Sneaker", 0.9)],
             "Sneaker", "baseline: mean"),
         "sanity_strip": lambda: explain_figures.sanity_strip(
-            image, ["learned weights", "dense_2", "conv2d_1"],
+            image, ["learned weights", "dense_2 random", "+ conv2d_1"],
             [("saliency", [rng.random((28, 28)) for _ in range(3)], [1.0, 0.5, 0.2], "depends on the weights", 0),
              ("edges", [np.abs(x - 0.5)] * 3, [1.0, 1.0, 1.0], "do not trust", 2)], "sanity check"),
         "feature_grid": lambda: explain_figures.feature_grid(

@@ -209,18 +209,18 @@ def _once(load):
 def _explain_further(run, model, looked, data, methods: str, baseline: str, check: bool, deletion: bool,
                      seed: int, out: Path) -> None:
     """explain --methods/--check/--deletion: every map side by side, the sanity check, the deletion curves."""
-    chosen = methods_for(model, methods)
+    chosen, classes = methods_for(model, methods), run.classes
     needs_mean = baseline == "mean" and {"ig", "occlusion"} & set(chosen)
     mean = explanations.mean_pixel(data()) if needs_mean else None
     side = lambda name: out.with_name(f"{out.stem}-{name}.png")      # noqa: E731
-    maps = explanations.method_maps(model, looked, run.classes, chosen, baseline, mean)
-    say("", *maps.text(looked, run.classes)[1:], f"  → {_write(side('methods'), maps.png(looked, run.classes))}")
+    maps = explanations.method_maps(model, looked, classes, chosen, baseline, mean)
+    say("", *maps.text(looked, classes)[1:], f"  → {_write(side('methods'), maps.png(looked, classes))}")
     if check:
-        view = explanations.sanity_check(model, looked, run.classes, chosen, baseline, mean, seed, maps.target)
-        say("", *view.text(run.classes), f"  → {_write(side('check'), view.png(looked.image))}")
+        view = explanations.sanity_check(model, looked, classes, chosen, baseline, mean, seed, maps.target)
+        say("", *view.text(classes), f"  → {_write(side('check'), view.png(looked.image))}")
     if deletion:
-        view = explanations.deletion(model, looked, run.classes, maps)
-        say("", *view.text(), f"  → {_write(side('deletion'), view.png(run.classes))}")
+        view = explanations.deletion(model, looked, classes, maps)
+        say("", *view.text(), f"  → {_write(side('deletion'), view.png(classes))}")
 
 
 def cmd_features(args) -> None:

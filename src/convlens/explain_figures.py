@@ -54,25 +54,24 @@ def attribution_panel(image, maps: Sequence[tuple[str, np.ndarray]], top: Sequen
     return render(fig)
 
 
-def sanity_strip(image, steps: Sequence[str],
+def sanity_strip(image, titles: Sequence[str],
                  rows: Sequence[tuple[str, Sequence[np.ndarray], Sequence[float], str, int]], title: str) -> bytes:
-    """The cascading randomisation check: a row per (method, maps per step, ρ per step, verdict, tier), a
-    column per step (the learned weights first, then each layer re-drawn, from the top), the verdict last,
-    coloured by its tier: 0 passed (green), 1 partly (amber), 2 failed (red)."""
+    """A randomisation check: a row per (method, maps per step, ρ per step, verdict, tier), a column per
+    step titled by `titles` (the learned weights first), the verdict last, coloured by its tier: 0 passed
+    (green), 1 partly (amber), 2 failed (red)."""
     img = as_array(image, 2, "image")
     rng = image_range(image, img)
-    if not rows or not steps:
+    if not rows or not titles:
         return empty(title, "no maps")
-    cols = len(steps)
+    cols = len(titles)
     fig = Figure(figsize=(1.45 * cols + 3.2, 1.5 * len(rows) + 1.0), layout="constrained")
     grid = fig.add_gridspec(len(rows), cols + 1, width_ratios=[1] * cols + [2.0])
     for r, (name, maps, rho, verdict, tier) in enumerate(rows):
         for c in range(cols):
             ax = fig.add_subplot(grid[r, c])
             overlay(ax, img, rng, as_array(maps[c], 2, name), smooth=False)
-            ax.set_title(("" if r else ("learned weights" if c == 0 else f"{steps[c]} random" if c == 1
-                                        else f"+ {steps[c]}") + "\n") + (name if c == 0 else f"ρ {rho[c]:.2f}"),
-                         fontsize=SMALL)
+            ax.set_title(("" if r else "\n".join(_wrap(titles[c], 18)) + "\n")
+                         + (name if c == 0 else f"ρ {rho[c]:.2f}"), fontsize=SMALL)
         ax = fig.add_subplot(grid[r, cols])
         ax.axis("off")
         ax.text(0.0, 0.5, "\n".join(_wrap(verdict, 30)), fontsize=LABEL, va="center", ha="left",

@@ -107,27 +107,30 @@ class CheckView:
 
     def text(self, classes: Sequence[str]) -> list[str]:
         c = self.check
-        cols = [f"{s} random" if n == 1 else f"+ {s}" for n, s in enumerate(c.steps) if n]
-        width = max(len(m.name) for m in c.methods)
+        how = (f"as the layers are re-drawn from the top (mean of {c.draws} draws)" if c.kind.startswith("cascading")
+               else f"against the map from the same network {c.titles[-1]}")
+        width, cols = max(len(m.name) for m in c.methods), c.titles[1:]
+        wide = [max(6, len(h)) for h in cols]
         lines = [f"Sanity check of {self.label}: {c.kind} (Adebayo et al. 2018).",
-                 f"Spearman ρ of each map with its map from the learned weights, as the layers are re-drawn "
-                 f"from the top (mean of {c.draws} draws); below {TRUSTED_BELOW} once all are random: it depends "
-                 f"on the weights.",
-                 f"  {'map':{width}}  " + "  ".join(f"{h:>11}" for h in cols) + "  verdict"]
+                 f"Spearman ρ of each map with its map from the learned weights, {how}; below {TRUSTED_BELOW} at "
+                 f"the end: it depends on the weights.",
+                 f"  {'map':{width}}  " + "  ".join(f"{h:>{n}}" for h, n in zip(cols, wide)) + "  verdict"]
         for m in c.methods:
-            lines.append(f"  {m.name:{width}}  " + "  ".join(f"{r:>11.2f}" for r in m.rho[1:]) + f"  {m.verdict}")
+            rho = "  ".join(f"{r:>{n}.2f}" for r, n in zip(m.rho[1:], wide))
+            lines.append(f"  {m.name:{width}}  {rho}  {m.verdict}")
         return lines
 
     def png(self, image) -> bytes:
         c = self.check
         rows = [(m.name, m.maps, m.rho, m.verdict, m.tier) for m in c.methods]
-        return explain_figures.sanity_strip(display_image(image), c.steps, rows,
+        how = f"mean of {c.draws} random draws" if c.draws > 1 else c.kind
+        return explain_figures.sanity_strip(display_image(image), c.titles, rows,
                                             f"sanity check: {self.label}\nρ = Spearman rank correlation with the "
-                                            f"map from the learned weights (mean of {c.draws} random draws)")
+                                            f"map from the learned weights ({how})")
 
     def to_dict(self) -> dict:
         c = self.check
-        return {"kind": c.kind, "target": c.target, "steps": c.steps, "draws": c.draws,
+        return {"kind": c.kind, "target": c.target, "steps": c.steps, "titles": c.titles, "draws": c.draws,
                 "trusted_below": TRUSTED_BELOW,
                 "methods": [{"method": m.method, "name": m.name, "rho": [round(r, 4) for r in m.rho],
                              "verdict": m.verdict, "passed": m.passed, "tier": m.tier,

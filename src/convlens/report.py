@@ -229,8 +229,8 @@ def _checked_section(run: Run, model: ConvNet, data, index: int) -> Section:
                         "re-drawn at random, from the output layer down; ρ is the Spearman rank correlation with "
                         "the map from the learned weights (the mean of 3 random draws).")
     chk = c.check.check
-    body += table_html(["map", *(f"{s} random" if n == 1 else f"+ {s}" for n, s in enumerate(chk.steps) if n),
-                        "verdict"], [[m.name, *(f"{r:.2f}" for r in m.rho[1:]), m.verdict] for m in chk.methods],
+    body += table_html(["map", *chk.titles[1:], "verdict"],
+                       [[m.name, *(f"{r:.2f}" for r in m.rho[1:]), m.verdict] for m in chk.methods],
                        ["left"] + ["right"] * (len(chk.steps) - 1) + ["left"])
     scores = c.deletion.curves.scores
     body += figure_html(c.deletion.png(run.classes), c.deletion.text()[0])

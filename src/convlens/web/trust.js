@@ -28,7 +28,7 @@ function showCheck(r) {
   const c = r.check;
   $("#ig-line").textContent = r.ig || "";
   $("#check-about").textContent = r.about;
-  const head = ["map", ...c.steps.slice(1).map((s, n) => (n === 0 ? `${s} random` : `+ ${s}`)), "verdict"];
+  const head = ["map", ...c.titles.slice(1), "verdict"];
   $("#check-verdicts").replaceChildren(el("tr", {}, ...head.map((h) => el("th", { text: h }))),
     ...c.methods.map((m) => el("tr", { "data-method": m.method }, el("td", { text: m.name }),
       ...m.rho.slice(1).map((v) => el("td", { class: "num", text: v.toFixed(2) })),
