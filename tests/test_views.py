@@ -44,7 +44,8 @@ def test_the_cli_report_and_explorer_build_what_they_show_with_the_same_function
                                                                                  small_data_dir, tmp_path):
     runs, d = served.runs, str(small_data_dir)
     where = ["--runs-dir", str(runs), "--data-dir", d]
-    for argv in (["explain", "small", "--index", "3", "--check", "--deletion", *where],
+    for argv in (["explain", "small", "--index", "3", "--check", "--deletion", "--methods", "saliency,gradcam",
+                  *where],
                  ["features", "small", "--layer", "conv2d_1", "--no-class-view", *where],
                  ["filters", "small", "--runs-dir", str(runs)],
                  ["evaluate", "small", *where], ["activations", "small", *where],

@@ -35,6 +35,13 @@ class LayerFeatures:
         return self.top.layer
 
     @property
+    def at_least_best(self) -> np.ndarray:
+        """bool per filter: its optimised input excites it at least as much as its best crop. To 1e-5: where the
+        optimum is a pattern the test set holds (an all-white patch), the two are the same number summed in
+        another order (the scan runs channels-last)."""
+        return self.ratio >= 1 - 1e-5
+
+    @property
     def ratio(self) -> np.ndarray:
         """Each filter's activation on its optimised input over that on its best crop (inf: never fires)."""
         best = self.top.values[:, 0]
@@ -49,7 +56,7 @@ class LayerFeatures:
         lines = [f"{self.layer}: {k} filters, each with its top {self.top.indices.shape[1]} of {n_images:,} test "
                  f"images (cropped to its {self._side()} receptive field) and an input optimised to excite it",
                  f"  the optimised input excites the filter at least as much as its best test crop for "
-                 f"{int((r >= 1).sum())} of {k} filters{ratio}"]
+                 f"{int(self.at_least_best.sum())} of {k} filters{ratio}"]
         if dead:
             lines.append(f"  {dead} filter(s) never fire on the test images: "
                          + ", ".join(map(str, np.flatnonzero(self.top.values[:, 0] <= 0)[:20])))
@@ -103,7 +110,9 @@ def all_layer_features(model: ConvNet, data: Dataset, ascent: Ascent = Ascent())
 
 # A class's logit over the whole image rewards high-frequency noise (every pixel can push it a little):
 # the smoothness penalty stays on to the end (no polishing) and is 15× a filter's; ±2 px of jitter.
-CLASS_VIEW = Ascent(steps=256, jitter=2, tv=0.3, polish=0.0)
+# 160 steps of 2 copies looked the same as 256 of 4 on the seed (the same classes at p ≥ 0.8), in 2.0 s
+# instead of 5.9: the report builds it after every training.
+CLASS_VIEW = Ascent(steps=160, copies=2, jitter=2, tv=0.3, polish=0.0)
 
 
 def class_view(model: ConvNet, classes: Sequence[str], ascent: Ascent = CLASS_VIEW) -> tuple[list[str], bytes]:
