@@ -10,7 +10,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from convlens import charts, figures, plotting
+from convlens import charts, explain_figures, figures, plotting
 
 # Divide-by-zero / invalid-value (RuntimeWarning), a missing glyph or identical axis limits
 # (UserWarning) would mean a figure is quietly wrong: make them failures.
@@ -97,15 +97,28 @@ def _cases(image, images):
         "gallery": lambda: figures.gallery(images, [f"true: {CLASSES[i % 10]}\npred: Shirt (0.9{i % 10})"
                                                     for i in range(len(images))], "misclassified"),
         "curves": lambda: charts.curves([curve_series()]),
+        "deletion_curves": lambda: charts.deletion_curves(
+            np.linspace(0, 1, 21), [("saliency", 0.9 * 0.9 ** np.arange(21), 0.21)], 0.9 - 0.04 * np.arange(21),
+            "Sneaker"),
+        "attribution_panel": lambda: explain_figures.attribution_panel(
+            image, [("saliency", rng.random((28, 28))), ("flat", np.zeros((28, 28)))], [("Sneaker", 0.9)],
+            "Sneaker", "baseline: mean"),
+        "sanity_strip": lambda: explain_figures.sanity_strip(
+            image, ["learned weights", "dense_2 random", "+ conv2d_1"],
+            [("saliency", [rng.random((28, 28)) for _ in range(3)], [1.0, 0.5, 0.2], "depends on the weights", 0),
+             ("edges", [np.abs(x - 0.5)] * 3, [1.0, 1.0, 1.0], "do not trust", 2)], "sanity check"),
+        "feature_grid": lambda: explain_figures.feature_grid(
+            rng.random((16, 9, 3, 3)), rng.random((16, 3, 3)), [f"{f}: 1.0 | 1.2" for f in range(16)], "conv1"),
     }
 
 
 CASE_NAMES = ["png_image", "convolution_lab", "feature_map_grid", "filter_comparison", "kernel_grid",
-              "explanation", "confusion_matrix", "per_class_bars", "gallery", "curves"]
+              "explanation", "confusion_matrix", "per_class_bars", "gallery", "curves", "deletion_curves",
+              "attribution_panel", "sanity_strip", "feature_grid"]
 
 
 def test_every_public_figure_has_a_case():
-    public = {n for module in (figures, charts) for n, f in vars(module).items()
+    public = {n for module in (figures, charts, explain_figures) for n, f in vars(module).items()
               if callable(f) and not n.startswith("_") and getattr(f, "__module__", "") == module.__name__}
     assert public == set(CASE_NAMES)
 
@@ -120,7 +133,7 @@ def test_typical_input_gives_a_readable_png(name, image, images):
     assert png == _cases(image, images)[name](), "the same input must give the same bytes"
 
 
-@pytest.mark.parametrize("module", [figures, charts, plotting])
+@pytest.mark.parametrize("module", [figures, charts, explain_figures, plotting])
 def test_figures_module_needs_no_torch(module):
     """The pictures take plain arrays; importing torch there would break the one-way data flow."""
     tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))

@@ -4,14 +4,12 @@ would rewrite the terminal."""
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from conftest import run_cli
@@ -36,9 +34,11 @@ def test_links_and_special_files_in_an_image_folder_are_skipped_at_once(tmp_path
     (root / "cats" / "zero.png").symlink_to("/dev/zero")
     (root / "dogs" / "outside.png").symlink_to(Path(__file__))          # a file outside the dataset
     os.mkfifo(root / "dogs" / "pipe.png")
-    script = ("import resource, sys; from convlens import load_dataset; d = load_dataset(sys.argv[1], val_split=0); "
-              "print(len(d.train_y) + len(d.test_y), d.classes, "
-              "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    # Peak RSS from VmHWM: ru_maxrss of a child keeps the high-water mark of the process it was started
+    # from (Linux carries it across exec), so it would report this test session's size.
+    script = ("import sys; from convlens import load_dataset; d = load_dataset(sys.argv[1], val_split=0); "
+              "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]; "
+              "print(len(d.train_y) + len(d.test_y), d.classes, int(hwm) // 1024)")
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-c", script, f"folder:{root}"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
@@ -111,7 +111,6 @@ def test_a_double_ctrl_c_keeps_the_results_and_says_where_it_stopped(tmp_path, s
     assert results["interrupted"] is True and results["epochs_run"] >= 1 and "test_accuracy" in results
     assert "before the first epoch" not in err
     assert "--resume" in out + err, (out, err)
-    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1_500_000       # KiB
 
 
 def test_an_internal_error_with_debug_shows_the_traceback_and_no_rerun_hint(monkeypatch, capsys):

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 
-from convlens import compare, views
+from convlens import compare, explanations, feature_views, views
 from convlens.cli import main
 from convlens.report import build_run_report
 from convlens.runs import open_run
@@ -17,14 +17,17 @@ from convlens.server import create_app
 def calls(monkeypatch):
     """Every call of the shared view builders, by name, while they still do their work."""
     seen = []
-    for name in ("explain", "kernel_figure", "mistakes_gallery", "evaluation_figures", "lab_figure", "test_image",
-                 "layer_figures", "curves_figure"):
-        real = getattr(views, name)
+    for module, names in ((views, ("explain", "kernel_figure", "mistakes_gallery", "evaluation_figures", "lab_figure",
+                                   "test_image", "layer_figures", "curves_figure")),
+                          (explanations, ("method_maps", "sanity_check", "deletion")),
+                          (feature_views, ("layer_features",))):
+        for name in names:
+            real = getattr(module, name)
 
-        def spy(*args, _real=real, _name=name, **kw):
-            seen.append(_name)
-            return _real(*args, **kw)
-        monkeypatch.setattr(views, name, spy)
+            def spy(*args, _real=real, _name=name, **kw):
+                seen.append(_name)
+                return _real(*args, **kw)
+            monkeypatch.setattr(module, name, spy)
     return seen
 
 
@@ -41,7 +44,10 @@ def test_the_cli_report_and_explorer_build_what_they_show_with_the_same_function
                                                                                  small_data_dir, tmp_path):
     runs, d = served.runs, str(small_data_dir)
     where = ["--runs-dir", str(runs), "--data-dir", d]
-    for argv in (["explain", "small", "--index", "3", *where], ["filters", "small", "--runs-dir", str(runs)],
+    for argv in (["explain", "small", "--index", "3", "--check", "--deletion", "--methods", "saliency,gradcam",
+                  *where],
+                 ["features", "small", "--layer", "conv2d_1", "--no-class-view", *where],
+                 ["filters", "small", "--runs-dir", str(runs)],
                  ["evaluate", "small", *where], ["activations", "small", *where],
                  ["convolve", "--out", str(tmp_path / "lab.png"), "--data-dir", d]):
         assert main(argv) == 0, argv
@@ -51,6 +57,7 @@ def test_the_cli_report_and_explorer_build_what_they_show_with_the_same_function
     report = set(calls)
     calls.clear()
     for path in ("/api/runs/small/inspect?index=3", "/api/runs/small/explain.png?index=3",
+                 "/api/runs/small/check?index=3",
                  "/api/runs/small/kernels/0.png", "/api/runs/small/curves.png"):
         assert served.get(path).status_code == 200, path
     explorer = set(calls)
@@ -58,6 +65,8 @@ def test_the_cli_report_and_explorer_build_what_they_show_with_the_same_function
     assert shared <= cli and shared <= report and shared <= explorer, (cli, report, explorer)
     assert {"mistakes_gallery", "evaluation_figures", "lab_figure", "layer_figures"} <= cli & report
     assert "curves_figure" in report & explorer
+    assert {"method_maps", "sanity_check", "deletion"} <= cli & report & explorer
+    assert "layer_features" in cli & report
 
 
 def test_the_comparison_table_is_the_same_everywhere(served, capsys):

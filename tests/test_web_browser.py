@@ -1,7 +1,7 @@
 """The explorer in a real browser (Debian's chromium through Playwright) against a real `convlens serve`:
 train from the page and watch it finish, open the confusion matrix, click a cell, inspect an image,
-upload a PNG, draw on the canvas, hover a feature-map pixel and read its arithmetic; a screenshot
-of every view, each checked for content."""
+upload a PNG, draw on the canvas, hover a feature-map pixel and read its arithmetic, check the maps,
+click a filter and open one of its top crops; a screenshot of every view, each checked for content."""
 
 import io
 import re
@@ -117,6 +117,31 @@ def test_the_explorer_end_to_end(page, tmp_path):
     products = [float(td.text_content()) for td in page.locator("#arith table").nth(2).locator("td").all()]
     assert len(products) == 9 and abs(sum(products) - total) < 5e-3
     shot(page, tmp_path, "inspect")
+
+    # Can these maps be trusted? The check's strip and a verdict per map, the edge control failing.
+    page.click("#check-maps")
+    page.wait_for_function("document.querySelector('#check-verdicts').textContent.includes('do not trust')",
+                           timeout=120000)
+    page.wait_for_function("['#check-strip', '#methods-view', '#deletion-view'].every(s => "
+                           "document.querySelector(s).complete && document.querySelector(s).naturalWidth > 600)")
+    rows = page.locator("#check-verdicts tr[data-method]")
+    assert rows.count() == 7 and "edge detector (control)" in rows.last.text_content()
+    assert page.locator("#check-verdicts td.tier0").count() >= 1          # a map that depends on the weights
+    assert page.locator("#deletion-scores tr").count() == 7
+    shot(page, tmp_path, "check")
+
+    # What filter 6 of conv2d_1 looks for: its top 9 test crops; one opens its image in Inspect.
+    page.locator("#layers canvas[data-layer=conv2d_1]").nth(6).click()
+    page.wait_for_selector("#filter-crops figure")
+    assert page.locator("#filter-crops figure").count() == 9
+    assert "What filter 6 of conv2d_1 looks for" in page.text_content("#filter-title")
+    assert "best test crop" in page.text_content("#filter-optimised-caption")
+    crop = page.locator("#filter-crops figure").nth(1)
+    index = int(crop.get_attribute("data-index"))
+    crop.click()
+    page.wait_for_function(f"document.querySelector('#inspect-label').textContent.includes('test image {index} ')")
+    assert page.locator("#filter-panel").is_hidden() and page.input_value("#test-index") == str(index)
+    assert page.locator("#check-result").is_hidden()                     # the last image's check is gone
 
     # Your own PNG: a dark sneaker-like shape on white.
     photo = Image.new("RGB", (300, 160), (250, 250, 250))

@@ -11,11 +11,15 @@ This file only gathers the public API; no module of the package imports it.
 """
 
 from . import notebook
+from .attribution import attribution_map, integrated_gradients
 from .config import RECIPES, Recipe, TrainConfig
-from .datasets import Dataset, load_dataset, load_fashion_mnist
 from .convolution import convolution_lab
+from .datasets import Dataset, load_dataset, load_fashion_mnist
 from .errors import ConvlensError, DataError, ImageError, RunError, SpecError
 from .evaluate import Evaluation, evaluate, predict
+from .explanations import randomisation_check
+from .faithfulness import deletion_curves
+from .features import class_views, maximise_filters, top_crops
 from .idx import read_idx
 from .images import load_image
 from .inspect import feature_maps
@@ -23,6 +27,7 @@ from .kerasimport import import_keras
 from .loop import fit
 from .models import ConvNet, build_model
 from .runs import Run, open_run
+from .sanity import cascading_randomisation
 from .spec import PRESETS, parse_spec, register_preset
 from .summary import Summary, summarize
 from .train import resume, train
@@ -32,8 +37,46 @@ from .views import evaluate_run
 __version__ = convlens_version()
 notebook.register()          # in IPython (Jupyter, VS Code, Colab): convlens's types show themselves
 
-__all__ = ["Dataset", "load_dataset", "load_fashion_mnist", "read_idx", "ConvlensError", "DataError", "ImageError",
-           "RunError", "SpecError", "Evaluation", "evaluate", "evaluate_run", "predict", "load_image", "PRESETS",
-           "ConvNet", "build_model", "feature_maps", "parse_spec", "register_preset", "Run", "open_run", "Summary",
-           "summarize", "RECIPES", "Recipe", "TrainConfig", "fit", "resume", "train", "convolution_lab", "import_keras",
-           "notebook"]
+__all__ = [
+           "PRESETS",
+           "RECIPES",
+           "ConvNet",
+           "ConvlensError",
+           "DataError",
+           "Dataset",
+           "Evaluation",
+           "ImageError",
+           "Recipe",
+           "Run",
+           "RunError",
+           "SpecError",
+           "Summary",
+           "TrainConfig",
+           "attribution_map",
+           "build_model",
+           "cascading_randomisation",
+           "class_views",
+           "convolution_lab",
+           "deletion_curves",
+           "evaluate",
+           "evaluate_run",
+           "feature_maps",
+           "fit",
+           "import_keras",
+           "integrated_gradients",
+           "load_dataset",
+           "load_fashion_mnist",
+           "load_image",
+           "maximise_filters",
+           "notebook",
+           "open_run",
+           "parse_spec",
+           "predict",
+           "randomisation_check",
+           "read_idx",
+           "register_preset",
+           "resume",
+           "summarize",
+           "top_crops",
+           "train",
+]

@@ -28,8 +28,8 @@ from .config import TrainConfig
 from .convolution import KERNEL_DESCRIPTIONS, NAMED_KERNELS, convolution_lab
 from .errors import ConvlensError
 from .images import MAX_FILE_BYTES
-from .inspect import activations, conv_arithmetic_at, kernels, misclassified, receptive_field
-from .models import conv_layers
+from .inspect import activations, conv_arithmetic_at, kernels, misclassified
+from .models import conv_layers, receptive_field
 from .plotting import COLORMAPS, colormap_table
 from .spec import PRESETS
 from .summary import summarize
@@ -166,7 +166,7 @@ def cell(name: Name, true: int = Query(ge=0), predicted: int = Query(ge=0), limi
     if true >= k or predicted >= k:
         raise HTTPException(400, f"classes are 0 to {k - 1}")
     idx = misclassified(ev.probabilities, ev.labels, true, predicted)
-    return {"true": ev.classes[true], "predicted": ev.classes[predicted], "count": int(len(idx)),
+    return {"true": ev.classes[true], "predicted": ev.classes[predicted], "count": len(idx),
             "images": [{"index": int(i), "probability": float(ev.probabilities[i, predicted])} for i in idx[:limit]]}
 
 

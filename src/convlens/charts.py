@@ -133,3 +133,27 @@ def curves(series: Sequence[dict], title: str | None = None) -> bytes:
     default = "training curves" + (f": {series[0].get('label')}" if not several and series[0].get("label") else "")
     fig.suptitle(title or default, fontsize=TITLE)
     return render(fig)
+
+
+def deletion_curves(fractions, curves: Sequence[tuple[str, np.ndarray, float]], random, class_name: str,
+                    title: str = "deletion curves") -> bytes:
+    """The explained class's probability as pixels are removed, most important first by each map (label,
+    curve, score) and in random order (dashed); the score, the area between a curve and the random one,
+    in the legend (> 0: it removes what the model uses faster than chance)."""
+    x = as_array(fractions, 1, "fractions")
+    fig = Figure(figsize=(7.2, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    palette = colormaps["tab10"].colors
+    for i, (label, curve, score) in enumerate(curves):
+        ax.plot(x, as_array(curve, 1, label), "-", color=palette[i % len(palette)], lw=1.8,
+                label=f"{label}  (score {score:+.3f})")
+    ax.plot(x, as_array(random, 1, "random"), "--", color="#555555", lw=1.8, label="random order")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("share of the pixels removed, most important first", fontsize=LABEL)
+    ax.set_ylabel(f"probability of {class_name}", fontsize=LABEL)
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=8, frameon=False, loc="upper right")
+    ax.set_title(title, fontsize=TITLE)
+    return render(fig)

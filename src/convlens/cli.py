@@ -14,15 +14,18 @@ import time
 import traceback
 from pathlib import Path
 
-from . import cli_args, views
+from . import cli_args, explanations, feature_views, views
+from .attribution import methods_for
 from .config import WHERE_NOW, TrainConfig
 from .convolution import KERNEL_DESCRIPTIONS, convolution_lab, lab_image
 from .dataref import DatasetRef, parse_image_size
-from .datasets import load_dataset, model_data
-from .engine import pick_device, unit_pixels
+from .datasets import load_dataset, mean_pixel, model_data
+from .engine import pick_device, set_threads, unit_pixels
 from .errors import ConvlensError
 from .evaluate import predict
+from .features import Ascent
 from .files import read_json, write_atomic, write_json
+from .models import conv_layers
 from .progress import TrainingProgress, progress_text, say
 from .registry import dataset_info
 from .runs import is_run, open_run
@@ -161,7 +164,8 @@ def cmd_evaluate(args) -> None:
     say(ev.text())
     if not args.no_figures:
         out = Path(args.out_dir or run.path / "figures")
-        written = [_write(out / name, png) for name, png in views.evaluation_figures(ev, data.test_x).items()]
+        pngs = views.evaluation_figures(ev, data.test_x, views.model_of(run, args.device))   # mistakes with reasons
+        written = [_write(out / name, png) for name, png in pngs.items()]
         say("", "Figures: " + ", ".join(str(p) for p in written))
 
 
@@ -200,11 +204,58 @@ def cmd_filters(args) -> None:
 def cmd_explain(args) -> None:
     run = open_run(args.run, args.runs_dir)
     model = views.model_of(run, args.device)
-    looked = _looked(run, args.image_pos or args.image, args.index, lambda: views.data_of(run, args.data_dir))
+    data = _once(lambda: views.data_of(run, args.data_dir))
+    looked = _looked(run, args.image_pos or args.image, args.index, data)
     ex = views.explain(model, looked.image, run.classes, args.cam)
-    out = _write(Path(args.out or run.path / "figures" / "explain.png"), ex.png(looked, run.classes))
+    out = Path(args.out or run.path / "figures" / "explain.png")
     lines = ex.text(looked.label, run.classes)
-    say(*lines[:-1], f"{lines[-1]} → {out}")
+    say(*lines[:-1], f"{lines[-1]} → {_write(out, ex.png(looked, run.classes))}")
+    if args.methods or args.check or args.deletion:
+        _explain_further(run, model, looked, data, args.methods or "all", args.baseline, args.check, args.deletion,
+                         args.seed, out)
+
+
+def _once(load):
+    """load() the first time it is called, the same value after."""
+    kept = []
+    return lambda: kept[0] if kept else kept.append(load()) or kept[0]
+
+
+def _explain_further(run, model, looked, data, methods: str, baseline: str, check: bool, deletion: bool,
+                     seed: int, out: Path) -> None:
+    """explain --methods/--check/--deletion: every map side by side, the sanity check, the deletion curves."""
+    chosen, classes = methods_for(model, methods), run.classes
+    needs_mean = baseline == "mean" and {"ig", "occlusion"} & set(chosen)
+    mean = mean_pixel(data()) if needs_mean else None
+    side = lambda name: out.with_name(f"{out.stem}-{name}.png")
+    maps = explanations.method_maps(model, looked, classes, chosen, baseline, mean)
+    say("", *maps.text(looked, classes)[1:], f"  → {_write(side('methods'), maps.png(looked, classes))}")
+    if check:
+        view = explanations.sanity_check(model, looked, classes, chosen, baseline, mean, seed, maps.target)
+        say("", *view.text(classes), f"  → {_write(side('check'), view.png(looked.image))}")
+    if deletion:
+        view = explanations.deletion(model, looked, classes, maps)
+        say("", *view.text(), f"  → {_write(side('deletion'), view.png(classes))}")
+
+
+def cmd_features(args) -> None:
+    run = open_run(args.run, args.runs_dir)
+    model, data = views.model_of(run, args.device), views.data_of(run, args.data_dir)
+    set_threads()
+    out_dir, ascent = Path(args.out_dir or run.path / "figures"), Ascent(steps=args.steps, seed=args.seed)
+    layers = [args.layer] if args.layer is not None else [info.name for _, info in conv_layers(model)]
+    if not layers:
+        say(f"{run.name}: the model {model.spec!r} has no conv layer, so no filters to show")
+    for layer in layers:
+        lf = feature_views.layer_features(model, data, layer, ascent)
+        lines = lf.text(len(data.test_y))
+        say(f"{lines[0]} → {_write(out_dir / f'features-{lf.layer}.png', lf.png())}", *lines[1:])
+        if args.list:
+            say(*lf.filter_lines(run.classes, data.test_y))
+    if not args.no_class_view:
+        captions, png = feature_views.class_view(model, run.classes)
+        say("Class views (an input optimised for each class; its probability): "
+            + ", ".join(c.replace("\np = ", " ") for c in captions) + f" → {_write(out_dir / 'class-views.png', png)}")
 
 
 def cmd_report(args) -> None:
@@ -308,7 +359,11 @@ VERBS = [  # name, what it does, its arguments, the function
     ("activations", "every layer's feature maps; one filter across images and layers", cli_args.add_activations,
      cmd_activations),
     ("filters", "the learned kernels of a conv layer as images", cli_args.add_filters, cmd_filters),
-    ("explain", "gradient saliency and Grad-CAM for one prediction", cli_args.add_explain, cmd_explain),
+    ("explain", "why one prediction: saliency, Grad-CAM / LayerCAM, Integrated Gradients, SmoothGrad, Occlusion; "
+                "--check: can these maps be trusted; --deletion: do they show what the model uses",
+     cli_args.add_explain, cmd_explain),
+    ("features", "what each filter looks for: its top 9 test crops and an input optimised to excite it; the class "
+                 "views", cli_args.add_features, cmd_features),
     ("report", "one offline HTML page with everything about a run", cli_args.add_report, cmd_report),
     ("compare", "runs side by side: metrics table and overlaid curves", cli_args.add_compare, cmd_compare),
     ("export", "a run's model as ONNX or TorchScript, with its preprocessing beside it", cli_args.add_export,

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from .attribution import CAM_METHODS
+from .attribution import CAM_METHODS, METHODS
+from .baselines import BASELINES, DEFAULT_BASELINE
 from .config import TrainConfig
 from .convolution import KERNEL_DESCRIPTIONS
 from .errors import ConvlensError
+from .features import Ascent
 from .spec import PRESETS
 from .views import INVERT
 
@@ -146,7 +148,34 @@ def add_explain(sp) -> None:
     sp.add_argument("--cam", choices=CAM_METHODS, default="layercam",
                     help="class activation map: LayerCAM (Grad-CAM weighted per position; default, it lands on "
                          "the object behind the seed's dense head) or plain Grad-CAM")
-    sp.add_argument("--out", default=None)
+    sp.add_argument("--methods", default=None, metavar="all|NAME,…",
+                    help=f"also draw these maps side by side (OUT-methods.png): all, or some of {', '.join(METHODS)}; "
+                         "--check and --deletion use them (default all)")
+    sp.add_argument("--baseline", choices=list(BASELINES), default=DEFAULT_BASELINE,
+                    help="what a missing pixel is for Integrated Gradients and Occlusion (default mean: a black "
+                         "baseline gives black pixels zero attribution by construction, and Fashion-MNIST's "
+                         "backgrounds are black)")
+    sp.add_argument("--check", action="store_true",
+                    help="the sanity check (OUT-check.png): redraw each map as the layers are randomised from the "
+                         "top, with the Spearman rank correlation to the original and a verdict")
+    sp.add_argument("--deletion", action="store_true",
+                    help="deletion curves (OUT-deletion.png): remove the pixels each map ranks highest and follow "
+                         "the class's probability against a random order; a faithfulness score per map")
+    sp.add_argument("--seed", type=int, default=0, help="random draws of the check and of SmoothGrad (default 0)")
+    sp.add_argument("--out", default=None, help="figure path (default RUN/figures/explain.png; the others beside it)")
+
+
+def add_features(sp) -> None:
+    run_args(sp)
+    sp.add_argument("--layer", default=None, help="conv layer: 0-based index among conv layers or a name like "
+                    "conv2d_1 (default every conv layer)")
+    sp.add_argument("--steps", type=positive_int, default=Ascent.steps,
+                    help=f"optimisation steps per input (default {Ascent.steps})")
+    sp.add_argument("--seed", type=int, default=0, help="the optimised inputs' random start and transformations "
+                    "(default 0)")
+    sp.add_argument("--list", action="store_true", help="one line per filter: its best test images and activations")
+    sp.add_argument("--no-class-view", action="store_true", help="skip the inputs optimised for each class")
+    sp.add_argument("--out-dir", default=None, help="where the PNGs go (default RUN/figures)")
 
 
 def add_report(sp) -> None:

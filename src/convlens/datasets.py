@@ -16,14 +16,15 @@ nothing outside the data layer asks which kind it holds.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import torch
 
 from .config import TrainConfig
 from .dataref import DatasetRef, parse_image_size
+from .engine import channel_stats
 from .errors import DataError, RunError
 from .files import read_json
 from .folders import TEST_SHARE, StreamedImages, from_files, load_folder
@@ -88,6 +89,14 @@ def on_device(x: Images, device: torch.device) -> Images:
 def stats_sample(x: Images, n: int, seed: int) -> torch.Tensor:
     """Images to compute normalisation statistics on: all of a tensor, n seeded ones of a streamed set."""
     return x.sample(n, seed) if isinstance(x, StreamedImages) else x
+
+
+MEAN_IMAGES = 10_000     # the mean pixel is taken over at most this many training images (seeded)
+
+
+def mean_pixel(data: Dataset) -> list[float]:
+    """The training images' mean pixel per channel, in [0, 1] (Integrated Gradients' mean baseline)."""
+    return channel_stats(stats_sample(data.train_x, MEAN_IMAGES, 0))[0].tolist()
 
 
 # ---------------------------------------------------------------------------

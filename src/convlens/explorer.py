@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from fastapi import HTTPException
@@ -20,10 +20,11 @@ from PIL import Image
 
 from . import views
 from .convolution import lab_image
-from .datasets import Dataset, load_dataset
+from .datasets import Dataset, load_dataset, mean_pixel
 from .engine import unit_pixels
 from .errors import RunError
 from .evaluate import Evaluation, evaluate
+from .features import Optimised, TopCrops, maximise_filters, top_crops
 from .images import read_image
 from .models import ConvNet
 from .runs import Run, check_name, open_run
@@ -64,6 +65,7 @@ class Explorer:
         self.runs_dir, self.data_dir, self.device = Path(runs_dir), data_dir, device
         self.runs, self.models, self.evaluations = Cache(256), Cache(8), Cache(8)
         self.datasets, self.uploads, self.inputs = Cache(16), Cache(UPLOADS_KEPT), Cache(4 * UPLOADS_KEPT)
+        self.features = Cache(256)           # top crops per layer, optimised inputs per filter
         # One inspection at a time: each is ~25 ms of forward and backward passes on a core; two at
         # once would take both cores of a small machine and make every quick prediction wait.
         self.heavy = threading.Semaphore(1)
@@ -106,6 +108,20 @@ class Explorer:
         """The embedded default, for the convolution lab's sample images."""
         return self.datasets.get(("fashion-mnist",), lambda: load_dataset("fashion-mnist", self.data_dir,
                                                                           val_split=0.0))
+
+    def mean_pixel(self, run: Run) -> list[float]:
+        """The run's training images' mean pixel per channel (the mean baseline), computed once."""
+        return self.evaluations.get(("mean", *self._key(run)), lambda: mean_pixel(self.dataset(run)))
+
+    def top_crops(self, run: Run, layer: str) -> TopCrops:
+        """A conv layer's top test crops, every filter, found once (one pass over the test images)."""
+        return self.features.get(("top", *self._key(run), layer),
+                                 lambda: top_crops(self.model(run), self.dataset(run).test_x, layer))
+
+    def optimised(self, run: Run, layer: str, f: int) -> Optimised:
+        """The input optimised for one filter (seeded: the same every time), made once."""
+        return self.features.get(("opt", *self._key(run), layer, f),
+                                 lambda: maximise_filters(self.model(run), layer, [f]))
 
     def evaluation(self, run: Run) -> Evaluation:
         def make():

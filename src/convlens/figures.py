@@ -33,6 +33,7 @@ from .plotting import (
     image_range,
     mark,
     number,
+    overlay,
     render,
     shape_label,
     symmetric_limit,
@@ -218,21 +219,6 @@ def kernel_grid(kernels, title: str, summary: str = "per_input", max_inputs: int
     return render(fig)
 
 
-def _overlay(ax, image: np.ndarray, image_range, heat: np.ndarray, smooth: bool) -> bool:
-    """heat (scaled to 0..1) in HEAT_CMAP over the grayscale image; low values stay see-through,
-    so the garment remains visible where the model does not look. False when heat is flat
-    (nothing is drawn over the image then: a uniform tint would suggest a signal)."""
-    h, w = image.shape
-    ax.imshow(image, cmap=IMAGE_CMAP, vmin=image_range[0], vmax=image_range[1], interpolation="nearest")
-    bare(ax)
-    if heat.size == 0 or heat.min() == heat.max():
-        return False
-    scaled = unit(heat)
-    ax.imshow(scaled, cmap=HEAT_CMAP, vmin=0.0, vmax=1.0, alpha=0.2 + 0.6 * scaled,
-              extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="bilinear" if smooth else "nearest")
-    return True
-
-
 def explanation(image, saliency, gradcam, top: Sequence[tuple[str, float]], true_label: str | None = None,
                 layer_name: str = "", cam_name: str = "Grad-CAM") -> bytes:
     """Why the model predicted what it did: the image, its saliency and its Grad-CAM overlaid;
@@ -246,9 +232,9 @@ def explanation(image, saliency, gradcam, top: Sequence[tuple[str, float]], true
     bare(ax_img)
     ax_img.set_title(f"input {shape_label(img)}", fontsize=LABEL)
     flat = "\n(flat: no signal to show)"
-    drawn = _overlay(ax_sal, img, rng, sal, smooth=False)
+    drawn = overlay(ax_sal, img, rng, sal, smooth=False)
     ax_sal.set_title("saliency |∂score/∂pixel|" + ("" if drawn else flat), fontsize=LABEL)
-    drawn = _overlay(ax_cam, img, rng, cam, smooth=cam.shape != img.shape)
+    drawn = overlay(ax_cam, img, rng, cam, smooth=cam.shape != img.shape)
     where = f" at {layer_name}" if layer_name else ""
     ax_cam.set_title(f"{cam_name}{where} ({shape_label(cam)})" + ("" if drawn else flat), fontsize=LABEL)
     scale = ScalarMappable(Normalize(0.0, 1.0), HEAT_CMAP)
@@ -277,7 +263,8 @@ def gallery(images, captions: Sequence[str], title: str, cols: int = 8) -> bytes
     n_lines = max(c.count("\n") + 1 for c in wrapped)
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(1.35 * cols, (1.2 + 0.14 * n_lines) * rows + 0.6), layout="constrained")
+    col_in = 1.35 * max(1.0, 0.9 * w / h)            # wide tiles (an image with its maps) get wider columns
+    fig = Figure(figsize=(col_in * cols, (1.2 + 0.14 * n_lines) * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     lo, hi = image_range(images, a)
     for i, ax in enumerate(axes.flat):

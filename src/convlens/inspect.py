@@ -9,8 +9,8 @@ Images come in as the dataset and `load_image` give them: uint8 (C, H, W), or a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -166,23 +166,6 @@ def conv_arithmetic_at(model: ConvNet, image: torch.Tensor, layer: int | str, ch
     value = pre if f is None else float(f(torch.tensor(pre, dtype=torch.float64)))
     return ConvArithmetic(info.name, "input" if i == 0 else model.infos[i - 1].name, channel, row, col,
                           (r0 - top, c0 - left), s, info.pads, patch, kernel, products, total, bias, pre, act, value)
-
-
-def receptive_field(model: ConvNet, layer: int | str, row: int, col: int) -> tuple[int, int, int, int]:
-    """The input pixels output pixel (row, col) of a conv layer depends on: (top, left, bottom, right),
-    inclusive, clipped to the image. Walks back through the layers: a window of size k, stride s and
-    padding p (top, or left) maps outputs a..b to inputs a·s−p .. b·s−p+k−1 (conv and pools alike)."""
-    i, _ = conv_layer(model, layer)
-    top, left, bottom, right = row, col, row, col
-    for info in reversed(model.infos[:i + 1]):
-        l = info.spec
-        if l.kind not in ("conv", "maxpool", "avgpool"):
-            continue              # bn, dropout, activations: pixel to pixel
-        k, s = (l.kernel, l.stride) if l.kind == "conv" else (l.units, l.stride)
-        pt, pl = info.pads[0], info.pads[2]
-        top, left, bottom, right = top * s - pt, left * s - pl, bottom * s - pt + k - 1, right * s - pl + k - 1
-    _, h, w = model.input_shape
-    return max(0, top), max(0, left), min(h - 1, bottom), min(w - 1, right)
 
 
 # ---------------------------------------------------------------------------

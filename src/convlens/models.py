@@ -8,14 +8,24 @@ so inspecting, reporting and serving need no per-model special cases.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .errors import ConvlensError
-from .spec import MONOTONIC, PRESETS, LayerSpec, fail, parse_spec, register_preset, resolve  # noqa: F401 (re-exported)
+from .spec import (  # noqa: F401 (re-exported)
+    MONOTONIC,
+    PRESETS,
+    LayerSpec,
+    fail,
+    parse_spec,
+    register_preset,
+    resolve,
+)
 
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": F.gelu,
                "elu": F.elu, "leaky": F.leaky_relu, "linear": None}
@@ -203,10 +213,11 @@ class ConvNet(nn.Module):
                 x = _apply(info, module, x)
         return x
 
-    def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every layer's output in spec order (the seed's activation model), unfused."""
+    def layer_outputs(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """Every layer's output in spec order (the seed's activation model), unfused; with `upto`, only
+        those of layers 0..upto (the rest of the network is not run)."""
         outs = []
-        for info, module in zip(self.infos, self.layers):
+        for info, module in zip(self.infos[:None if upto is None else upto + 1], self.layers):
             x = _apply(info, module, x)
             outs.append(x)
         return outs
@@ -297,6 +308,55 @@ def conv_layer(model: ConvNet, layer: int | str | None, default: int = 0) -> tup
         if found[1].name == layer:
             return found
     raise ConvlensError(f"no conv layer {layer!r}: this model's conv layers are {valid}")
+
+
+# ---------------------------------------------------------------------------
+# Where in the input a layer looks
+
+def input_box(infos: Sequence[LayerInfo], top: int, left: int, bottom: int, right: int) -> tuple[int, int, int, int]:
+    """The input box (inclusive, unclipped) that the output box of the last of `infos` depends on. Walks
+    back through the layers: a window of size k, stride s and padding p (top, or left) maps outputs
+    a..b to inputs a·s−p .. b·s−p+k−1, convolutions and pools alike; batch norm, dropout and
+    activations map a pixel to itself."""
+    for info in reversed(infos):
+        l = info.spec
+        if l.kind not in ("conv", "maxpool", "avgpool"):
+            continue
+        k, s = (l.kernel, l.stride) if l.kind == "conv" else (l.units, l.stride)
+        pt, pl = info.pads[0], info.pads[2]
+        top, left, bottom, right = top * s - pt, left * s - pl, bottom * s - pt + k - 1, right * s - pl + k - 1
+    return top, left, bottom, right
+
+
+def _clip(model: ConvNet, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    _, h, w = model.input_shape
+    top, left, bottom, right = box
+    return max(0, top), max(0, left), min(h - 1, bottom), min(w - 1, right)
+
+
+def receptive_field(model: ConvNet, layer: int | str, row: int, col: int, clip: bool = True) -> tuple[int, int, int, int]:
+    """The input pixels output pixel (row, col) of a conv layer depends on: (top, left, bottom, right),
+    inclusive, clipped to the image (clip=False: the whole window, which may reach past the image)."""
+    i, _ = conv_layer(model, layer)
+    box = input_box(model.infos[:i + 1], row, col, row, col)
+    return _clip(model, box) if clip else box
+
+
+def seen_pixels(model: ConvNet) -> np.ndarray:
+    """bool (H, W): the input pixels the model's output can depend on at all. Valid convolutions and
+    pooling that drops a last odd row leave some unseen: the seed never sees rows and columns 26 and 27
+    (its 5×5 pooled map covers 10 of conv2d_2's 11 rows), so every attribution there is 0, whatever
+    the weights."""
+    _, h, w = model.input_shape
+    seen = np.zeros((h, w), dtype=bool)
+    flat = next((i for i, info in enumerate(model.infos) if len(info.out_shape) == 1), 0)
+    if flat == 0:
+        seen[:] = True
+        return seen
+    _, oh, ow = model.infos[flat - 1].out_shape
+    top, left, bottom, right = _clip(model, input_box(model.infos[:flat], 0, 0, oh - 1, ow - 1))
+    seen[top:bottom + 1, left:right + 1] = True
+    return seen
 
 
 def build_model(model: str = "seed", input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> ConvNet:

@@ -154,6 +154,42 @@ def tiles_figure(tiles: np.ndarray, cols: int, tile_in: float, cmap: str, vmin: 
     return fig, ax, corners
 
 
+def overlay(ax, image: np.ndarray, image_range, heat: np.ndarray, smooth: bool) -> bool:
+    """heat (scaled to 0..1) in HEAT_CMAP over the grayscale image; low values stay see-through,
+    so the garment remains visible where the model does not look. False when heat is flat
+    (nothing is drawn over the image then: a uniform tint would suggest a signal)."""
+    h, w = image.shape
+    ax.imshow(image, cmap=IMAGE_CMAP, vmin=image_range[0], vmax=image_range[1], interpolation="nearest")
+    bare(ax)
+    if heat.size == 0 or heat.min() == heat.max():
+        return False
+    scaled = unit(heat)
+    ax.imshow(scaled, cmap=HEAT_CMAP, vmin=0.0, vmax=1.0, alpha=0.2 + 0.6 * scaled,
+              extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="bilinear" if smooth else "nearest")
+    return True
+
+
+def overlay_rgb(image, heat) -> np.ndarray:
+    """float (H, W, 3) in [0, 1]: heat (scaled to 0..1) in the heat colour map over the grayscale image,
+    low values see-through, as figures.overlay draws it (for galleries, which show plain pixels)."""
+    img, h = as_array(image, 2, "image"), as_array(heat, 2, "heat")
+    lo, hi = image_range(image, img)
+    gray = np.repeat(np.clip((img - lo) / max(hi - lo, 1e-12), 0, 1)[..., None], 3, axis=2)
+    if h.size == 0 or h.min() == h.max():
+        return gray
+    s = unit(h)
+    alpha = (0.2 + 0.6 * s)[..., None]
+    return (1 - alpha) * gray + alpha * colormaps[HEAT_CMAP](s)[..., :3]
+
+
+def side_by_side(tiles: Sequence[np.ndarray], gap: int = 1) -> np.ndarray:
+    """RGB tiles (H, W, 3) of one height in a row, `gap` white pixels apart."""
+    h = tiles[0].shape[0]
+    white = np.ones((h, gap, 3))
+    parts = [p for t in tiles for p in (t, white)][:-1]
+    return np.concatenate(parts, axis=1)
+
+
 def colormap_table(name: str) -> np.ndarray:
     """A colour map as a (256, 3) uint8 lookup table: the page colours its canvases with it."""
     return colormaps[name](np.linspace(0.0, 1.0, 256), bytes=True)[:, :3]

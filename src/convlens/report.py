@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-from . import views
+from . import explanations, feature_views, views
+from .attribution import METHODS, methods_for
 from .convolution import convolution_lab
+from .datasets import mean_pixel
 from .evaluate import Evaluation, evaluate
 from .files import write_atomic
-from .models import ConvNet, shape_text
+from .models import ConvNet, conv_layers, shape_text
 from .runs import Run
 from .summary import summarize
 
@@ -198,9 +200,9 @@ def _curves_section(run: Run) -> Section:
     return Section("Training curves", body)
 
 
-def _results_sections(run: Run, ev: Evaluation, data) -> list[Section]:
-    """Test metrics, per class and as confusion matrices; the most confident mistakes."""
-    res, pngs = run.results, views.evaluation_figures(ev, data.test_x)
+def _results_sections(run: Run, model: ConvNet, ev: Evaluation, data) -> list[Section]:
+    """Test metrics, per class and as confusion matrices; the most confident mistakes, with their maps."""
+    res, pngs = run.results, views.evaluation_figures(ev, data.test_x, model)
     per_class = [[c, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", f"{int(n):,}"]
                  for c, p, r, f, n in zip(ev.classes, ev.precision, ev.recall, ev.f1, ev.confusion.sum(1))]
     body = paragraph(f"{len(ev.labels):,} test images · loss {ev.loss:.4f} · accuracy {ev.accuracy:.2%}"
@@ -216,9 +218,44 @@ def _results_sections(run: Run, ev: Evaluation, data) -> list[Section]:
         body += paragraph("Most confused: " + "; ".join(f"{t} → {p} ({n})" for t, p, n in pairs))
     sections = [Section("Test results", body)]
     if (ev.predictions != ev.labels).any():
-        sections.append(Section("Misclassified", figure_html(pngs["misclassified.png"],
-                                                             "Wrong predictions the model was surest of.")))
+        sections.append(Section("Misclassified", figure_html(
+            pngs["misclassified.png"], "Wrong predictions the model was surest of, each beside its gradient "
+            "saliency and LayerCAM for the class it was taken for: where the model looked when it went wrong.")))
     return sections
+
+
+def _checked_section(run: Run, model: ConvNet, data, index: int) -> Section:
+    """Every attribution method on one test image, the sanity check of each, and the deletion curves."""
+    looked = views.test_image(data, index, "inspect_index")
+    methods = methods_for(model)
+    c = explanations.checked(model, looked, run.classes, methods, mean=mean_pixel(data))
+    body = figure_html(c.maps.png(looked, run.classes), " ".join(c.maps.text(looked, run.classes)[1:]))
+    body += paragraph(f"Can these maps be trusted? {explanations.SANITY_ABOUT}")
+    body += figure_html(c.check.png(looked.image), "The sanity check: each map redrawn as the layers' weights are "
+                        "re-drawn at random, from the output layer down; ρ is the Spearman rank correlation with "
+                        "the map from the learned weights (the mean of 3 random draws).")
+    chk = c.check.check
+    body += table_html(["map", *chk.titles[1:], "verdict"],
+                       [[m.name, *(f"{r:.2f}" for r in m.rho[1:]), m.verdict] for m in chk.methods],
+                       ["left"] + ["right"] * (len(chk.steps) - 1) + ["left"])
+    scores = c.deletion.curves.scores
+    body += figure_html(c.deletion.png(run.classes), c.deletion.text()[0])
+    body += table_html(["map", "deletion score"], [[METHODS[m], f"{v:+.3f}"] for m, v in
+                                                   sorted(scores.items(), key=lambda kv: -kv[1])], ["left", "right"])
+    return Section("Explanations, checked", body)
+
+
+def _features_section(run: Run, model: ConvNet, data) -> Section:
+    """What each filter of every conv layer looks for, and the class views."""
+    body = Html("")
+    for lf in feature_views.all_layer_features(model, data):
+        lines = lf.text(len(data.test_y))
+        body += figure_html(lf.png(), " ".join(line.strip() for line in lines) + ".")
+    _, png = feature_views.class_view(model, run.classes)
+    body += figure_html(png, "Class views: an input optimised to raise each class's score, with its probability. "
+                        "Real examples (the crops above) tell more about a unit than such pictures do (Borowski "
+                        "et al. 2021); both are shown.")
+    return Section("What each filter looks for", body)
 
 
 def _kernels_section(model: ConvNet) -> Section | None:
@@ -269,12 +306,16 @@ def _lab_section(data, index: int) -> Section:
 
 def build_run_report(run: Run, data, lab_index: int = 0, inspect_index: int = 0, compare_images=(0, 7, 26),
                      filter_index: int = 6, device="cpu") -> str:
-    """The HTML of a run's report: model, curves, test metrics, mistakes, kernels, feature maps, lab."""
+    """The HTML of a run's report: model, curves, test metrics, mistakes, kernels, feature maps, checked
+    explanations, what the filters look for, lab."""
     model = run.load_model(device)
     ev = evaluate(model, data.test_x, data.test_y, run.classes)
-    sections = [_model_section(run), _curves_section(run), *_results_sections(run, ev, data),
+    has_conv = bool(conv_layers(model))
+    sections = [_model_section(run), _curves_section(run), *_results_sections(run, model, ev, data),
                 _kernels_section(model),
                 _feature_maps_section(run, model, data, inspect_index, compare_images, filter_index),
+                _checked_section(run, model, data, inspect_index),
+                _features_section(run, model, data) if has_conv else None,
                 _lab_section(data, lab_index)]
     res = run.results
     subtitle = (f"{run.config.model} · {run.model_info.dataset} · {res.get('epochs_run', '?')} epochs · "

@@ -35,6 +35,7 @@ from .inspect import (
     most_confident_mistakes,
 )
 from .models import ConvNet, conv_layers
+from .plotting import overlay_rgb, side_by_side
 from .runs import Run
 from .summary import summarize
 
@@ -113,22 +114,41 @@ def as_drawn(images_u8: torch.Tensor) -> np.ndarray:
     return imgs[..., 0] if imgs.shape[-1] == 1 else imgs
 
 
-def mistakes_gallery(ev: Evaluation, test_x, k: int = 24) -> bytes:
-    """The k wrong predictions the model was surest of, in colour where the images are."""
+def mistakes_gallery(ev: Evaluation, test_x, k: int = 24, model: ConvNet | None = None,
+                     method: str = "layercam") -> bytes:
+    """The k wrong predictions the model was surest of, in colour where the images are; with `model`,
+    each beside its gradient saliency and class activation map (`method`) for the class it was
+    taken for: where the model looked when it went wrong."""
     worst = most_confident_mistakes(ev.probabilities, ev.labels, k=k)
     captions = [f"#{i} true: {ev.classes[ev.labels[i]]}\npred: {ev.classes[ev.predictions[i]]} "
                 f"({ev.probabilities[i].max():.2f})" for i in worst]
     images = as_drawn(test_x[torch.as_tensor(worst, dtype=torch.long)]) if len(worst) else np.zeros((0, 1, 1))
-    return figures.gallery(images, captions,
-                           "most confidently misclassified test images")
+    if model is None or not len(worst):
+        return figures.gallery(images, captions, "most confidently misclassified test images")
+    cam = method if conv_layers(model) else None
+    tiles = [_with_reasons(model, test_x[int(i)], shown, int(ev.predictions[i]), cam) for i, shown in zip(worst, images)]
+    what = f"saliency and {CAM_NAMES[cam]}" if cam else "saliency"
+    return figures.gallery(np.stack(tiles), captions, f"most confidently misclassified test images, each with the "
+                           f"{what} of the class it was taken for", cols=4)
 
 
-def evaluation_figures(ev: Evaluation, test_x) -> dict[str, bytes]:
-    """file name -> PNG: the confusion matrix (counts, normalised), accuracy per class, the mistakes."""
+def _with_reasons(model: ConvNet, image: torch.Tensor, shown: np.ndarray, target: int, cam: str | None) -> np.ndarray:
+    """One mistake as RGB (H, W·3 + 2, 3): the image as drawn, its saliency and its CAM for `target`."""
+    gray = display_image(image)
+    plain = shown / 255.0 if shown.ndim == 3 else np.repeat(gray[..., None], 3, axis=2)
+    tiles = [plain, overlay_rgb(gray, saliency(model, image, target))]
+    if cam:
+        tiles.append(overlay_rgb(gray, grad_cam(model, image, target, method=cam).cam))
+    return side_by_side(tiles)
+
+
+def evaluation_figures(ev: Evaluation, test_x, model: ConvNet | None = None) -> dict[str, bytes]:
+    """file name -> PNG: the confusion matrix (counts, normalised), accuracy per class, the mistakes (with
+    their saliency and LayerCAM when `model` is given)."""
     return {"confusion.png": charts.confusion_matrix(ev.confusion, ev.classes),
             "confusion-normalized.png": charts.confusion_matrix(ev.confusion, ev.classes, normalize=True),
             "per-class-accuracy.png": charts.per_class_bars(ev.recall, ev.classes, "accuracy per class", "recall"),
-            "misclassified.png": mistakes_gallery(ev, test_x)}
+            "misclassified.png": mistakes_gallery(ev, test_x, model=model)}
 
 
 def curves_figure(runs: Sequence[Run]) -> bytes:

@@ -73,3 +73,23 @@ export function showPicture(img, src) {
     img.src = src;
   });
 }
+
+// Pixels as nested arrays C×H×W (uint8 0..255, or floats 0..1 with scale 255) on a canvas: gray for one
+// channel, colour for three; nearest-neighbour scaled.
+export function drawPixels(canvas, pixels, scale = 1) {
+  const c = pixels.length, h = pixels[0].length, w = pixels[0][0].length;
+  const off = document.createElement("canvas");
+  off.width = w; off.height = h;
+  const ctx = off.getContext("2d"), img = ctx.createImageData(w, h);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const o = 4 * (y * w + x), v = (ch) => Math.round(Math.min(255, Math.max(0, pixels[ch][y][x] * scale)));
+      img.data[o] = v(0); img.data[o + 1] = v(c === 3 ? 1 : 0); img.data[o + 2] = v(c === 3 ? 2 : 0); img.data[o + 3] = 255;
+    }
+  }
+  ctx.putImageData(img, 0, 0);
+  const g = canvas.getContext("2d");
+  g.imageSmoothingEnabled = false;
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  g.drawImage(off, 0, 0, canvas.width, canvas.height);
+}

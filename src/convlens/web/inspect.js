@@ -1,12 +1,13 @@
 // The Inspect tab: one image (a test image, an upload or a drawing) through the network — the
 // prediction, the explanation picture (figures.py's, as in the report), every layer's maps, the
-// kernels (figures.py's pictures), and under the pointer the arithmetic of one output pixel.
+// kernels (figures.py's pictures), and under the pointer the arithmetic of one output pixel; a click on a
+// conv layer's map shows what its filter looks for (filters.js), and a button checks the maps (trust.js).
 import { api, runPath } from "./api.js";
 import { $, el, pct, status } from "./dom.js";
 import { cellAt, decodeImage, decodeMaps, drawValues, outline, showPicture } from "./draw.js";
+import { showFilter } from "./filters.js";
 import { state } from "./state.js";
-
-const sourceQuery = (src) => (src.index != null ? `index=${src.index}` : `image_id=${encodeURIComponent(src.image_id)}`);
+import { clearCheck, sourceQuery } from "./trust.js";
 
 export async function inspect(src) {
   if (!state.run) { status("train or choose a run first"); return; }
@@ -15,8 +16,9 @@ export async function inspect(src) {
   const r = await api(`${runPath(state.run)}/inspect?${sourceQuery(src)}`);
   state.inspection = r;
   state.input = decodeImage(r.input);
+  clearCheck();
   state.hoverKey = null;
-  $("#arith").replaceChildren(el("p", { class: "hint", text: "Hover a pixel of a conv layer's feature map to see how it is computed." }));
+  $("#arith").replaceChildren(el("p", { class: "hint", text: "Hover a pixel of a conv layer's feature map to see how it is computed; click a map to see what its filter looks for." }));
   $("#inspect-result").hidden = false;
   $("#inspect-label").textContent = r.label + (r.true_class ? `, true class ${r.true_class}` : "");
   drawInput($("#input-view"));
@@ -40,7 +42,8 @@ function layerBox(layer) {
     const cv = el("canvas", { width: w, height: h, "data-layer": layer.name, "data-channel": ch,
                               class: layer.kind === "conv" ? "conv" : "", title: `${layer.name} map ${ch}` });
     drawValues(cv, m, h, w, "activation");
-    cv.addEventListener("click", () => enlarge(cv, `${layer.name}, map ${ch} (${h}×${w}); values ${layer.maps.min[ch].toFixed(3)} to ${layer.maps.max[ch].toFixed(3)}`));
+    if (layer.kind === "conv") cv.addEventListener("click", () => showFilter(layer.name, ch, cv, inspectTest));
+    else cv.addEventListener("click", () => enlarge(cv, `${layer.name}, map ${ch} (${h}×${w}); values ${layer.maps.min[ch].toFixed(3)} to ${layer.maps.max[ch].toFixed(3)}`));
     if (layer.kind === "conv") cv.addEventListener("mousemove", (e) => hoverPixel(cellAt(e, cv, h, w), layer.name, ch));
     grid.append(cv);
   });
@@ -143,6 +146,12 @@ function setUpDrawing() {
   $("#clear-drawing").addEventListener("click", clear);
   $("#use-drawing").addEventListener("click", async () =>
     inspectUpload(await new Promise((resolve) => canvas.toBlob(resolve, "image/png")), "drawing.png"));
+}
+
+// A test image by its index, as if typed into the box (a crop of the filter panel was clicked).
+function inspectTest(index) {
+  $("#test-index").value = index;
+  return inspect({ index });
 }
 
 export function setUpInspect() {

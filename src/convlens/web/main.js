@@ -5,16 +5,18 @@ import { api } from "./api.js";
 import { $, el, showTab, status } from "./dom.js";
 import { loadColormaps } from "./draw.js";
 import "./evaluate.js";
+import { setUpFilters } from "./filters.js";
 import { setUpInspect } from "./inspect.js";
 import { loadNamedKernels, setUpLab } from "./lab.js";
 import "./model.js";
 import { refreshRuns, setUpRuns } from "./runs.js";
 import { state } from "./state.js";
 import { followJob, previewSpec, setUpTrain } from "./train.js";
+import { setUpCheck } from "./trust.js";
 
 async function start() {
   document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
-  setUpRuns(); setUpTrain(); setUpInspect(); setUpLab();
+  setUpRuns(); setUpTrain(); setUpInspect(); setUpLab(); setUpCheck(); setUpFilters();
   loadColormaps(await api("/api/colormaps"));
   const presets = await api("/api/presets");
   $("#preset").replaceChildren(...presets.map((p) => el("option", { value: p.name, text: `${p.name}: ${p.spec}`, title: p.description })));
