@@ -309,7 +309,7 @@ def test_the_explorer_serves_the_check_and_what_a_filter_looks_for(served):
     for path, status, words in (("/api/runs/small/features/conv2d_2/64", 400, "filter 64 is out of range"),
                                 ("/api/runs/small/features/dense_1/0", 400, "no conv layer 'dense_1'"),
                                 ("/api/runs/small/check?index=9&methods=lime", 400, "unknown attribution method"),
-                                ("/api/runs/small/check?index=9&baseline=white", 422, "baseline"),
+                                ("/api/runs/small/check?index=9&baseline=white", 422, "baseline must be one of mean, blur, black"),
                                 ("/api/runs/none/check?index=9", 404, "no run")):
         r = served.get(path)
         assert r.status_code == status and words in r.json()["detail"], (path, r.text)

@@ -132,9 +132,20 @@ def test_train_with_infinite_numbers_is_a_readable_422(damaged, body, field):
     r = damaged.post("/api/train", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
     detail = strict_json(r.text)["detail"]
-    assert isinstance(detail, str) and detail.startswith(f"{field}: ") and "\n" not in detail
+    assert isinstance(detail, str) and detail.startswith(f"{field} ") and "\n" not in detail
     r = damaged.post("/api/convolve", content=b'{"stride": 1e999}', headers={"content-type": "application/json"})
-    assert r.status_code == 422 and strict_json(r.text)["detail"].startswith("stride: ")
+    assert r.status_code == 422 and strict_json(r.text)["detail"].startswith("stride ")
+
+
+@pytest.mark.parametrize("body, said", [({"epochs": 500}, "epochs must be at most 200"),
+                                        ({"epochs": 0}, "epochs must be at least 1"),
+                                        ({"epochs": "many"}, "epochs must be a whole number"),
+                                        ({"lr": 0}, "lr must be more than 0"),
+                                        ({"name": "x" * 200}, "name must be at most 128 characters")])
+def test_a_broken_rule_is_a_sentence_about_the_field(damaged, body, said):
+    """What the page shows under the form: pydantic's 422 as a sentence, not its JSON."""
+    r = damaged.post("/api/train", json=body)
+    assert r.status_code == 422 and r.json() == {"detail": said}
 
 
 # ---------------------------------------------------------------------------

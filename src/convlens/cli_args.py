@@ -109,9 +109,11 @@ def add_evaluate(sp) -> None:
     sp.add_argument("--dataset", default=None, help="evaluate on another dataset's test split (default: the run's), "
                     "e.g. csv:FOLDER or idx:FOLDER")
     sp.add_argument("--tta", action="store_true", help="average each image with its mirror image")
-    sp.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                    help="auto: bf16 where the CPU or GPU computes it natively (a few test images may flip); "
-                         "fp32: every logit as PyTorch or Keras computes it in float32")
+    sp.add_argument("--precision", choices=("run", "auto", "fp32", "bf16"), default="run",
+                    help="run: the precision the run's recorded test figures used (results.json's "
+                         "test_precision), so the numbers agree; auto: bf16 where the CPU or GPU computes it "
+                         "natively (a few test images may flip); fp32: every logit as PyTorch or Keras "
+                         "computes it in float32")
     sp.add_argument("--json", action="store_true", help="print JSON")
     sp.add_argument("--out-dir", default=None, help="where the figures go (default RUN/figures)")
     sp.add_argument("--no-figures", action="store_true", help="text only")

@@ -21,7 +21,7 @@ from PIL import Image
 from . import views
 from .convolution import lab_image
 from .datasets import Dataset, load_dataset, mean_pixel
-from .engine import unit_pixels
+from .engine import device_of, unit_pixels
 from .errors import RunError
 from .evaluate import Evaluation, evaluate
 from .features import Optimised, TopCrops, maximise_filters, top_crops
@@ -126,7 +126,8 @@ class Explorer:
     def evaluation(self, run: Run) -> Evaluation:
         def make():
             data = self.dataset(run)
-            return evaluate(self.model(run), data.test_x, data.test_y, run.classes, precision=torch.float32)
+            model = self.model(run)       # in the precision of the run's recorded figures: the runs table's number
+            return evaluate(model, data.test_x, data.test_y, run.classes, views.run_precision(run, device_of(model)))
         return self.evaluations.get(self._key(run), make)
 
     # images -------------------------------------------------------------

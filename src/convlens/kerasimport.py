@@ -391,8 +391,8 @@ def _write_run(kf: KerasFile, plan: Plan, model: ConvNet, data, config: TrainCon
                                                       config.dataset_ref.image_rule, preprocessing).to_json())
             save_weights(path / "model.safetensors", model, data.classes)
             write_atomic(path / "metrics.jsonl", b"")
-            write_json(path / "results.json", {"test_loss": test_loss, "test_accuracy": test_acc, "epochs_run": 0,
-                                               "best_epoch": None, "stopped_early": False, "interrupted": False,
+            write_json(path / "results.json", {"test_loss": test_loss, "test_accuracy": test_acc,
+                                               "test_precision": "fp32", "epochs_run": 0, "best_epoch": None, "stopped_early": False, "interrupted": False,
                                                "imported": True})
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)

@@ -146,10 +146,10 @@ def _check_input(text: str, l: LayerSpec, shape: tuple[int, ...]) -> None:
     """A layer that needs an image-shaped (or a flat) input and gets the other: SpecError saying what to add."""
     spatial = len(shape) == 3
     if l.kind in ("conv", "maxpool", "avgpool", "gap") and not spatial:
-        raise fail(text, l.index, l.token, f"needs an image-shaped input (C×H×W) but gets a flat vector of "
+        raise fail(text, l.index, l.token, f"needs an image-shaped input (H×W×C) but gets a flat vector of "
                    f"{shape[0]}; move it before 'flatten'")
     if l.kind == "dense" and spatial:
-        raise fail(text, l.index, l.token, f"needs a flat input but gets {'×'.join(map(str, shape))}; "
+        raise fail(text, l.index, l.token, f"needs a flat input but gets {shape_text(shape)}; "
                    "add 'flatten' (or 'gap') before it")
 
 

@@ -22,6 +22,7 @@ from . import explanations, feature_views, views
 from .attribution import METHODS, methods_for
 from .convolution import convolution_lab
 from .datasets import mean_pixel
+from .engine import device_of
 from .evaluate import Evaluation, evaluate
 from .files import write_atomic
 from .models import ConvNet, conv_layers, shape_text
@@ -309,7 +310,7 @@ def build_run_report(run: Run, data, lab_index: int = 0, inspect_index: int = 0,
     """The HTML of a run's report: model, curves, test metrics, mistakes, kernels, feature maps, checked
     explanations, what the filters look for, lab."""
     model = run.load_model(device)
-    ev = evaluate(model, data.test_x, data.test_y, run.classes)
+    ev = evaluate(model, data.test_x, data.test_y, run.classes, views.run_precision(run, device_of(model)))
     has_conv = bool(conv_layers(model))
     sections = [_model_section(run), _curves_section(run), *_results_sections(run, model, ev, data),
                 _kernels_section(model),

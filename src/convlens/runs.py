@@ -200,6 +200,14 @@ class Run:
         """How a user's image is prepared for this model (images.prepare_image): "object" or "folder"."""
         return self.model_info.image_rule
 
+    @property
+    def test_precision(self) -> str:
+        """What the recorded test figures were computed in, "bf16" or "fp32": every face evaluates the test
+        set in it, so the runs table, `evaluate`, the report and the explorer show one number. Runs from
+        before it was recorded: the precision they trained in."""
+        trained = self.record.get("resolved", {}).get("precision")
+        return self.results.get("test_precision") or ("bf16" if trained == "bfloat16" else "fp32")
+
     def load_model(self, device: str | torch.device = "cpu") -> ConvNet:
         """The trained network, in eval mode, on `device`, channels_last as training leaves it (oneDNN runs
         it without reordering each batch: the seed's test set in half the time on a CPU)."""

@@ -22,7 +22,7 @@ a human reads it rightly. A map that fails would look much the same on an untrai
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -17,6 +17,7 @@ in a run's files is null), and a client must send its headers in time (TimedH11)
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -53,15 +54,32 @@ async def convlens_error(request: Request, e: ConvlensError) -> JSONResponse:
     return FiniteJSON(body, status_code=status)
 
 
+# What a rule broken says, as a sentence about the field (pydantic's error types, ctx its limits).
+RULES = {"greater_than_equal": "must be at least {ge}", "less_than_equal": "must be at most {le}",
+         "greater_than": "must be more than {gt}", "less_than": "must be less than {lt}",
+         "int_parsing": "must be a whole number", "int_type": "must be a whole number",
+         "int_from_float": "must be a whole number", "float_parsing": "must be a number",
+         "float_type": "must be a number", "finite_number": "must be a finite number", "missing": "is required",
+         "string_too_long": "must be at most {max_length} characters", "string_type": "must be text",
+         "too_short": "needs at least {min_length}", "too_long": "takes at most {max_length}"}
+
+
+def plain_error(err: dict) -> str:
+    """One pydantic error as a sentence: "epochs must be at most 200", "baseline must be one of mean, blur, black"."""
+    where = ".".join(map(str, err["loc"][1:])) or str(err["loc"][0])
+    ctx = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in (err.get("ctx") or {}).items()}
+    if err["type"] == "json_invalid":
+        return f"the request body is not JSON ({ctx.get('error', 'invalid')} at character {where})"
+    if err["type"] == "string_pattern_mismatch" and str(ctx.get("pattern", "")).startswith("^("):
+        return f"{where} must be one of {', '.join(ctx['pattern'][2:-2].split('|'))}"
+    rule = RULES.get(err["type"])
+    return f"{where} {rule.format(**ctx)}" if rule else f"{where}: {err['msg']}"
+
+
 async def invalid_request(request: Request, e: RequestValidationError) -> JSONResponse:
-    """422 with one readable sentence ("epochs: Input should be a finite number"); FastAPI's own
-    answer echoes the input, and an input of 1e999 (infinity) made that answer itself fail (500)."""
-    def sentence(err: dict) -> str:
-        where = ".".join(map(str, err["loc"][1:]))
-        if err["type"] == "json_invalid":
-            return f"the request body is not JSON ({(err.get('ctx') or {}).get('error', 'invalid')} at character {where})"
-        return f"{where or err['loc'][0]}: {err['msg']}"
-    return FiniteJSON({"detail": "; ".join(map(sentence, e.errors())) or "invalid request"}, status_code=422)
+    """422 with one readable sentence ("epochs must be at most 200"); FastAPI's own answer echoes the
+    input, and an input of 1e999 (infinity) made that answer itself fail (500)."""
+    return FiniteJSON({"detail": "; ".join(map(plain_error, e.errors())) or "invalid request"}, status_code=422)
 
 
 def create_app(runs_dir: str | Path = "runs", data_dir: str | None = None, device: str = "cpu",
@@ -97,6 +115,9 @@ def serve(runs_dir: str = "runs", host: str = "127.0.0.1", port: int = 8000, dat
           device: str = "auto") -> None:
     """Run the explorer with uvicorn until Ctrl-C."""
     import uvicorn
+    # python-multipart logs every malformed upload it meets ("Expected boundary character 45…") on
+    # the server's terminal; the client already gets a 400 saying so.
+    logging.getLogger("python_multipart").setLevel(logging.CRITICAL)
     torch.set_num_threads(1)     # many small requests at once: one thread each beats two fighting over 2 cores
     uvicorn.run(create_app(runs_dir, data_dir, device, host), host=host, port=port, log_level="warning",
                 http=TimedH11, timeout_keep_alive=KEEP_ALIVE_S)

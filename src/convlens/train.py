@@ -257,6 +257,7 @@ def _finish(start: Start, precision: torch.dtype, ckpt: Checkpoint | None, recor
             tta = {"test_accuracy_tta": loss_and_accuracy(
                 predict_logits(model, data.test_x, precision=precision, tta=True), data.test_y)[1]}
         write_json(path / "results.json", {"test_loss": test_loss, "test_accuracy": test_acc, **tta,
+                                           "test_precision": "bf16" if precision == torch.bfloat16 else "fp32",
                                            **_ending(p, config), "wall_time_s": round(time.perf_counter() - wall, 3)})
     if tb:
         tb.final(len(p.epochs), test_loss, test_acc, confusion_counts(test_logits, data.test_y, data.num_classes),

@@ -82,14 +82,20 @@ def user_image(run: Run, source: str | os.PathLike | Image.Image, name: str | No
     return Looked(torch.from_numpy(prepared), name or Path(str(source)).name)
 
 
-def evaluate_run(run: Run, data: Dataset | None = None, device: str = "auto", precision: str = "auto",
+def evaluate_run(run: Run, data: Dataset | None = None, device: str = "auto", precision: str = "run",
                  data_dir: str | None = None, tta: bool = False) -> Evaluation:
-    """Evaluate a run's model on its dataset's test split (or `data`'s)."""
+    """Evaluate a run's model on its dataset's test split (or `data`'s); precision "run": the one its
+    recorded test figures were computed in (Run.test_precision), else auto, fp32 or bf16."""
     dev = pick_device(device)
     set_threads()
     model = run.load_model(dev)
     data = data if data is not None else data_of(run, data_dir)
-    return evaluate(model, data.test_x, data.test_y, run.classes, pick_precision(precision, dev), tta=tta)
+    return evaluate(model, data.test_x, data.test_y, run.classes, run_precision(run, dev, precision), tta=tta)
+
+
+def run_precision(run: Run, device: torch.device, precision: str = "run") -> torch.dtype:
+    """The dtype to evaluate a run's test set in: the one its recorded figures used, unless asked otherwise."""
+    return pick_precision(run.test_precision if precision == "run" else precision, device)
 
 
 def run_summary(run: Run) -> list[str]:
