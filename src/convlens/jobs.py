@@ -50,6 +50,7 @@ class Job:
         return {"id": self.id, "run": self.run, "model": self.model, "epochs": self.epochs, "state": self.state,
                 "epoch": self.epoch, "step": self.step, "steps": self.steps, "metrics": self.metrics,
                 "results": self.results, "error": self.error, "log": list(self.log),
+                "stopping": self.stop_requested and self.state == "running",
                 "elapsed_s": round(time.time() - self.started, 1)}
 
 

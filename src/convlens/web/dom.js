@@ -6,6 +6,13 @@ export const fmt = (n) => n.toLocaleString("en-US");
 
 export function status(text) { $("#status").textContent = text; }
 
+// A request that failed, said where it was asked for (`where`: an element) and in the status line,
+// in the server's one sentence.
+export function showError(where, e) {
+  if (where) where.textContent = e.message;
+  status(`error: ${e.message}`);
+}
+
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {

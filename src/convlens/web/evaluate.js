@@ -1,7 +1,7 @@
 // The Evaluate tab: the test set's confusion matrix; a cell opens its images, surest first; an
 // image opens in Inspect.
 import { api, runPath } from "./api.js";
-import { $, el, fmt, loaders, pct, showTab } from "./dom.js";
+import { $, el, fmt, loaders, pct, showError, showTab } from "./dom.js";
 import { inspect } from "./inspect.js";
 import { state } from "./state.js";
 
@@ -22,7 +22,8 @@ loaders.evaluate = async () => {
   catch (e) { $("#eval-title").textContent = `${state.run}: ${e.message}`; return; }
   $("#eval-title").textContent = state.run;
   $("#eval-metrics").textContent = `${fmt(ev.images)} test images: accuracy ${pct(ev.accuracy)}, loss ${ev.loss.toFixed(4)}`;
-  const rows = [el("tr", {}, el("th", { text: "" }), ...ev.classes.map((c) => el("th", { text: c.slice(0, 7) })))];
+  const rows = [el("tr", {}, el("th", { class: "corner", text: "true ↓ predicted →" }),
+    ...ev.classes.map((c) => el("th", { class: "colhead", text: c, title: c })))];
   ev.confusion.forEach((row, i) => {
     const total = row.reduce((a, b) => a + b, 0) || 1;
     rows.push(el("tr", {}, el("th", { class: "rowhead", text: ev.classes[i] }), ...row.map((n, j) => cellTd(ev, i, j, n, total))));
@@ -33,7 +34,9 @@ loaders.evaluate = async () => {
 async function showCell(t, p, td) {
   document.querySelectorAll("#confusion td.picked").forEach((x) => x.classList.remove("picked"));
   td.classList.add("picked");
-  const cell = await api(`${runPath(state.run)}/cell?true=${t}&predicted=${p}&limit=60`);
+  let cell;
+  try { cell = await api(`${runPath(state.run)}/cell?true=${t}&predicted=${p}&limit=60`); }
+  catch (e) { showError($("#cell-title"), e); return; }
   $("#cell-title").textContent = `${cell.true} predicted as ${cell.predicted}: ${fmt(cell.count)} images` +
     (cell.count > cell.images.length ? ` (the ${cell.images.length} surest shown)` : "");
   $("#cell-gallery").replaceChildren(...cell.images.map((im) => {

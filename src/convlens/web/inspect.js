@@ -3,22 +3,43 @@
 // kernels (figures.py's pictures), and under the pointer the arithmetic of one output pixel; a click on a
 // conv layer's map shows what its filter looks for (filters.js), and a button checks the maps (trust.js).
 import { api, runPath } from "./api.js";
-import { $, el, pct, status } from "./dom.js";
+import { $, el, loaders, pct, showError, status } from "./dom.js";
 import { cellAt, decodeImage, decodeMaps, drawValues, outline, showPicture } from "./draw.js";
 import { showFilter } from "./filters.js";
 import { state } from "./state.js";
 import { clearCheck, sourceQuery } from "./trust.js";
 
+const HOVER_HINT = "Hover a pixel of a conv layer's feature map to see how it is computed; click a map to see what its filter looks for.";
+
+// What was shown for another run or image goes: the maps, the arithmetic, the check, the filter panel.
+export function clearInspection() {
+  state.inspection = null; state.input = null; state.hoverKey = null; state.marked = null;
+  state.hoverAbort?.abort();
+  clearCheck();
+  $("#inspect-result").hidden = true;
+  $("#filter-panel").hidden = true;
+  $("#layers").replaceChildren();
+}
+
 export async function inspect(src) {
   if (!state.run) { status("train or choose a run first"); return; }
   state.inspectSource = src;
+  const seq = ++state.inspectSeq;
   status("inspecting…");
-  const r = await api(`${runPath(state.run)}/inspect?${sourceQuery(src)}`);
+  $("#inspect-error").textContent = "";
+  let r;
+  try { r = await api(`${runPath(state.run)}/inspect?${sourceQuery(src)}`); }
+  catch (e) {
+    if (seq !== state.inspectSeq) return;
+    clearInspection();
+    showError($("#inspect-error"), e);
+    return;
+  }
+  if (seq !== state.inspectSeq) return;             // a later request (another image or run) took over
+  clearInspection();
   state.inspection = r;
   state.input = decodeImage(r.input);
-  clearCheck();
-  state.hoverKey = null;
-  $("#arith").replaceChildren(el("p", { class: "hint", text: "Hover a pixel of a conv layer's feature map to see how it is computed; click a map to see what its filter looks for." }));
+  clearArithmetic();
   $("#inspect-result").hidden = false;
   $("#inspect-label").textContent = r.label + (r.true_class ? `, true class ${r.true_class}` : "");
   drawInput($("#input-view"));
@@ -38,13 +59,18 @@ function layerBox(layer) {
     return box;
   }
   const [, h, w] = layer.maps.shape, grid = el("div", { class: "maps" });
+  const scale = Math.max(1, Math.floor(128 / Math.max(h, w)));       // room for a thin outline of one pixel
   decodeMaps(layer.maps).forEach((m, ch) => {
-    const cv = el("canvas", { width: w, height: h, "data-layer": layer.name, "data-channel": ch,
+    const cv = el("canvas", { width: w * scale, height: h * scale, "data-layer": layer.name, "data-channel": ch,
                               class: layer.kind === "conv" ? "conv" : "", title: `${layer.name} map ${ch}` });
-    drawValues(cv, m, h, w, "activation");
+    cv.redraw = () => drawValues(cv, m, h, w, "activation");
+    cv.redraw();
     if (layer.kind === "conv") cv.addEventListener("click", () => showFilter(layer.name, ch, cv, inspectTest));
     else cv.addEventListener("click", () => enlarge(cv, `${layer.name}, map ${ch} (${h}×${w}); values ${layer.maps.min[ch].toFixed(3)} to ${layer.maps.max[ch].toFixed(3)}`));
-    if (layer.kind === "conv") cv.addEventListener("mousemove", (e) => hoverPixel(cellAt(e, cv, h, w), layer.name, ch));
+    if (layer.kind === "conv") {
+      cv.addEventListener("mousemove", (e) => hoverPixel(cellAt(e, cv, h, w), layer.name, ch, cv, h, w));
+      cv.addEventListener("mouseleave", clearArithmetic);
+    }
     grid.append(cv);
   });
   box.append(grid);
@@ -69,17 +95,32 @@ function enlarge(canvas, caption) {
 
 const numTable = (rows, digits = 3) => el("table", {}, ...rows.map((row) => el("tr", {}, ...row.map((v) => el("td", { text: v.toFixed(digits) })))));
 
-async function hoverPixel([row, col], layer, channel) {
+// The pointer left the maps: the panel says what to do, no pixel is marked, no field outlined.
+function clearArithmetic() {
+  state.hoverKey = null;
+  state.hoverAbort?.abort();
+  state.marked?.redraw();
+  state.marked = null;
+  $("#arith").replaceChildren(el("p", { class: "hint", text: HOVER_HINT }));
+  if (state.input) drawInput($("#input-view"));
+}
+
+async function hoverPixel([row, col], layer, channel, canvas, h, w) {
   const key = `${layer}/${channel}/${row}/${col}`;
   if (key === state.hoverKey) return;
   state.hoverKey = key;
+  state.marked?.redraw();
+  canvas.redraw();
+  outline(canvas, [row, col, row, col], h, w);              // the hovered pixel, on its map
+  state.marked = canvas;
   state.hoverAbort?.abort();
   state.hoverAbort = new AbortController();
   let a;
   try {
     a = await api(`${runPath(state.run)}/arithmetic?layer=${layer}&channel=${channel}&row=${row}&col=${col}&${sourceQuery(state.inspectSource)}`,
                   { signal: state.hoverAbort.signal });
-  } catch (e) { if (e.name !== "AbortError") $("#arith").textContent = e.message; return; }
+  } catch (e) { if (e.name !== "AbortError") showError($("#arith"), e); return; }
+  if (key !== state.hoverKey) return;
   drawInput($("#input-view"), a.receptive_field);
   $("#arith").replaceChildren(...arithmeticParts(a));
 }
@@ -156,6 +197,8 @@ function inspectTest(index) {
 
 export function setUpInspect() {
   $("#inspect-test").addEventListener("click", () => inspect({ index: Number($("#test-index").value) }));
+  // Shown again after another run was chosen: the same image, through that run's network.
+  loaders.inspect = () => { if (state.inspectSource && !state.inspection) inspect(state.inspectSource); };
   $("#upload").addEventListener("change", (e) => { if (e.target.files[0]) inspectUpload(e.target.files[0], e.target.files[0].name); });
   $("#enlarge").addEventListener("click", () => { $("#enlarge").hidden = true; });
   setUpDrawing();

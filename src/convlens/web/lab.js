@@ -28,7 +28,10 @@ async function runLab(pixel = null) {
   const kernelName = $("#lab-kernel").value;
   const body = { kernel: kernelName === "custom" ? $("#lab-custom").value : kernelName, stride: Number($("#lab-stride").value),
                  padding: Number($("#lab-padding").value), pool: Number($("#lab-pool").value) };
-  if ($("#lab-use-upload").checked && state.uploadId) body.image_id = state.uploadId; else body.index = Number($("#lab-index").value);
+  if ($("#lab-use-upload").checked) {
+    if (!state.uploadId) { $("#lab-error").textContent = "no image uploaded yet: upload or draw one under Inspect, or untick “use my uploaded image”"; return; }
+    body.image_id = state.uploadId;
+  } else body.index = Number($("#lab-index").value);
   if (pixel) { body.row = pixel[0]; body.col = pixel[1]; }
   let r;
   try { r = await post("/api/convolve", body); } catch (e) { $("#lab-error").textContent = e.message; return; }
@@ -48,6 +51,7 @@ async function runLab(pixel = null) {
 
 export function setUpLab() {
   $("#lab-run").addEventListener("click", () => runLab());
+  $("#lab-custom").addEventListener("input", () => { $("#lab-kernel").value = "custom"; });   // typed: it is the kernel
   $("#lab-result").addEventListener("click", (e) => {
     if (!state.lab) return;
     const [, h, w] = state.lab.result.shape;

@@ -11,7 +11,7 @@ import { loadNamedKernels, setUpLab } from "./lab.js";
 import "./model.js";
 import { refreshRuns, setUpRuns } from "./runs.js";
 import { state } from "./state.js";
-import { followJob, previewSpec, setUpTrain } from "./train.js";
+import { followJob, matchPreset, previewSpec, setUpTrain } from "./train.js";
 import { setUpCheck } from "./trust.js";
 
 async function start() {
@@ -19,7 +19,9 @@ async function start() {
   setUpRuns(); setUpTrain(); setUpInspect(); setUpLab(); setUpCheck(); setUpFilters();
   loadColormaps(await api("/api/colormaps"));
   const presets = await api("/api/presets");
-  $("#preset").replaceChildren(...presets.map((p) => el("option", { value: p.name, text: `${p.name}: ${p.spec}`, title: p.description })));
+  $("#preset").replaceChildren(el("option", { value: "", text: "(your own spec)" }),
+    ...presets.map((p) => el("option", { value: p.name, text: `${p.name}: ${p.spec}`, title: p.description })));
+  matchPreset();
   await loadNamedKernels();
   await previewSpec();
   await refreshRuns();
@@ -29,4 +31,6 @@ async function start() {
   document.body.dataset.ready = "1";
 }
 
+// A failure no view caught still reaches the page, as a sentence in the status line.
+window.addEventListener("unhandledrejection", (e) => { e.preventDefault(); status(`error: ${e.reason?.message ?? e.reason}`); });
 start().catch((e) => status(`error: ${e.message}`));

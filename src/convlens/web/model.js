@@ -20,7 +20,8 @@ loaders.model = async () => {
   for (const l of s.layers) {
     blocks.push(el("span", { class: "arrow", text: "→" }));
     blocks.push(el("div", { class: `block ${l.token.replace(/[^a-z].*/, "").replace("pool", "maxpool")}` },
-      el("b", { text: l.name }), el("span", { class: "shape", text: l.output }), el("span", { class: "params", text: `${fmt(l.params)} params` })));
+      el("b", { text: l.name }), el("span", { class: "shape", text: /×/.test(l.output) ? l.output : `${l.output} units` }),
+      el("span", { class: "params", text: l.params ? `${fmt(l.params)} params` : "no params" })));
   }
   $("#diagram").replaceChildren(...blocks);
   summaryRows($("#summary-table"), s);

@@ -1,8 +1,9 @@
 // The Runs tab: the runs folder as a table, the selected run's curves, and a comparison with another
 // run — the table of `convlens compare` (/api/compare) and charts.py's curves, as PNGs.
 import { api, runPath } from "./api.js";
-import { $, activeTab, el, loaders, pct, textTable } from "./dom.js";
+import { $, activeTab, el, loaders, pct, showError, textTable } from "./dom.js";
 import { showPicture } from "./draw.js";
+import { clearInspection } from "./inspect.js";
 import { state } from "./state.js";
 
 export async function refreshRuns(select = null) {
@@ -12,6 +13,7 @@ export async function refreshRuns(select = null) {
   const options = () => state.runs.map((r) => el("option", { value: r.name, text: r.name }));
   sel.replaceChildren(...(state.runs.length ? options() : [el("option", { value: "", text: "(no runs yet)" })]));
   cmp.replaceChildren(el("option", { value: "", text: "(choose a run)" }), ...options());
+  cmp.dataset.run = "";
   $("#runs-table tbody").replaceChildren(...state.runs.map((r) => {
     const tr = el("tr", { "data-run": r.name },
       el("td", { text: r.name }), el("td", { text: r.model }), el("td", { text: r.dataset || "" }),
@@ -23,13 +25,28 @@ export async function refreshRuns(select = null) {
   if (current) await selectRun(current, false);
 }
 
+// "Compare with" offers every run but the one selected.
+function compareChoices(name) {
+  const cmp = $("#compare-select");
+  if (cmp.dataset.run === name) return;
+  for (const o of cmp.options) o.hidden = o.disabled = o.value === name;
+  if (cmp.value === name) cmp.value = "";
+  cmp.dataset.run = name;
+}
+
 export async function selectRun(name, reloadTab = true) {
+  if (name !== state.run) {
+    clearInspection();                 // another run's maps and arithmetic must not stay beside this one's
+    state.detail = null;
+  }
   state.run = name;
   $("#run-select").value = name;
+  compareChoices(name);
   document.querySelectorAll("#runs-table tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.run === name));
-  state.detail = await api(runPath(name));
+  try { state.detail = await api(runPath(name)); }
+  catch (e) { showError($("#curves-title"), e); return; }
   $("#curves-title").textContent = name;
-  await showComparison();
+  await showComparison().catch((e) => showError($("#compare-table"), e));
   if (reloadTab && loaders[activeTab()]) loaders[activeTab()]();
 }
 

@@ -6,8 +6,11 @@ export const state = {
   detail: null,         // /api/runs/{run}: config, model, metrics, results, summary
   runs: [],             // /api/runs
   job: null,            // the training job the Train tab follows
+  stopping: false,      // Stop was pressed: the job ends after its current step
   inspectSource: null,  // {index} or {image_id}: the image the Inspect tab shows
-  inspection: null,     // /api/runs/{run}/inspect for it
+  inspection: null,     // /api/runs/{run}/inspect for it (null: not for this run, or it failed)
+  inspectSeq: 0,        // the latest inspect request: an older answer arriving late is dropped
+  marked: null,         // the feature-map canvas whose hovered pixel is outlined
   input: null,          // that image decoded once: {c, h, w, gray: Uint8Array(h × w)}
   uploadId: null,       // the last uploaded or drawn image
   hoverKey: null,       // layer/channel/row/col of the pixel whose arithmetic is shown

@@ -1,7 +1,7 @@
 // The Train tab: a spec checked as it is typed (the layer table, or the bad token pointed at),
 // a training job started, followed and stopped, its curves drawn by charts.py as the epochs end.
 import { api, post, runPath } from "./api.js";
-import { $, fmt, pct, status } from "./dom.js";
+import { $, fmt, pct, showError, status } from "./dom.js";
 import { showPicture } from "./draw.js";
 import { summaryRows } from "./model.js";
 import { refreshRuns } from "./runs.js";
@@ -38,19 +38,29 @@ async function startTraining() {
   } catch (e) { $("#spec-error").textContent = e.message; }
 }
 
+// Where a job is: the epoch in progress while it runs, the epochs it finished once it has ended.
+function whereText(job) {
+  if (job.state !== "running") return `${job.state} after ${job.epoch} of ${job.epochs} epochs`;
+  const where = `epoch ${Math.min(job.epoch + 1, job.epochs)}/${job.epochs}` + (job.steps ? `, step ${job.step}/${job.steps}` : "");
+  return (job.stopping || state.stopping ? "stopping… (the step in progress ends first), " : "running, ") + where;
+}
+
 function jobText(job) {
   const last = job.metrics[job.metrics.length - 1];
-  return `${job.run}: ${job.state}, epoch ${Math.min(job.epoch + 1, job.epochs)}/${job.epochs}` +
-    (job.steps && job.state === "running" ? `, step ${job.step}/${job.steps}` : "") +
+  const resumable = job.state !== "running" && job.state !== "finished" && job.epoch < job.epochs;
+  return `${job.run}: ${whereText(job)}` +
     (last ? ` — loss ${last.loss.toFixed(4)}, acc ${pct(last.accuracy)}` +
       (last.val_loss != null ? `, val_loss ${last.val_loss.toFixed(4)}, val_acc ${pct(last.val_accuracy)}` : "") : "") +
     (job.results?.test_accuracy != null ? ` — test accuracy ${pct(job.results.test_accuracy)}` : "") +
-    (job.error ? ` — ${job.error}` : "") + ` (${job.elapsed_s} s)`;
+    (job.error ? ` — ${job.error}` : "") + ` (${job.elapsed_s} s)` +
+    (resumable ? `\nTo go on from epoch ${job.epoch}: convlens train --resume ${job.run}` : "");
 }
 
 export async function followJob() {
   if (!state.job) return;
-  const job = await api(`/api/jobs/${encodeURIComponent(state.job.id)}`);
+  let job;
+  try { job = await api(`/api/jobs/${encodeURIComponent(state.job.id)}`); }
+  catch (e) { showError($("#job-status"), e); setTimeout(followJob, 2000); return; }
   const epochsBefore = state.job.metrics?.length ?? 0;
   state.job = job;
   $("#train-progress").value = (job.epoch + (job.steps ? job.step / job.steps : 0)) / job.epochs;
@@ -61,15 +71,31 @@ export async function followJob() {
   if (job.state === "running") { setTimeout(followJob, 500); return; }
   $("#stop-training").disabled = true;
   state.job = null;
+  state.stopping = false;
   previewSpec();
   await refreshRuns(job.run).catch(() => {});
   status(`training ${job.state}: ${job.run}`);
 }
 
+// The preset box names the preset the spec is, or says the spec is the user's own.
+export function matchPreset() {
+  const spec = $("#spec").value.trim(), box = $("#preset");
+  box.value = [...box.options].some((o) => o.value === spec) ? spec : "";
+}
+
+async function stopTraining() {
+  if (!state.job) return;
+  state.stopping = true;
+  $("#stop-training").disabled = true;
+  $("#job-status").textContent = jobText({ ...state.job, stopping: true });
+  try { await post(`/api/jobs/${state.job.id}/stop`, {}); }
+  catch (e) { state.stopping = false; $("#stop-training").disabled = false; showError($("#job-status"), e); }
+}
+
 export function setUpTrain() {
   let timer = null;
-  $("#spec").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(previewSpec, 150); });
-  $("#preset").addEventListener("change", (e) => { $("#spec").value = e.target.value; previewSpec(); });
+  $("#spec").addEventListener("input", () => { matchPreset(); clearTimeout(timer); timer = setTimeout(previewSpec, 150); });
+  $("#preset").addEventListener("change", (e) => { if (e.target.value) { $("#spec").value = e.target.value; previewSpec(); } });
   $("#start-training").addEventListener("click", startTraining);
-  $("#stop-training").addEventListener("click", async () => { if (state.job) await post(`/api/jobs/${state.job.id}/stop`, {}); });
+  $("#stop-training").addEventListener("click", stopTraining);
 }

@@ -1,0 +1,236 @@
+"""The explorer's dead ends (issue 12, "broken today"), each in Debian's chromium against a real `convlens
+serve` over three runs: the small seed run, a second model, and a run without weights. Every failure
+shows in the page as a sentence; changing run never leaves the old run's maps; the hover panel never
+moves the maps; the model diagram keeps its numbers apart; Stop says what happened; one test figure
+per run; and the small ones."""
+
+import http.client
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import run_cli
+from test_report_browser import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, small_run, small_data_dir):
+    """A server over runs small (seed), other (a smaller network) and empty (killed before its weights were
+    written); its terminal output goes to a file the tests read."""
+    root = tmp_path_factory.mktemp("dead-ends")
+    runs = root / "runs"
+    shutil.copytree(small_run.path, runs / "small")
+    rc, out, err = run_cli("train", "--model", "conv8-pool-flatten-dense10", "--epochs", "1", "--no-report",
+                           "--name", "other", "--runs-dir", str(runs), "--data-dir", str(small_data_dir))
+    assert rc == 0, err
+    shutil.copytree(small_run.path, runs / "empty")
+    (runs / "empty" / "model.safetensors").unlink()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = root / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "convlens", "serve", "--runs-dir", str(runs), "--port",
+                                 str(port), "--data-dir", str(small_data_dir)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/presets", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.2)
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "log": log, "runs": runs}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser(served):
+    from playwright.sync_api import sync_playwright
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is missing: apt-get install chromium (.ci/run does)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, served):
+    pg = browser.new_page(viewport={"width": 1280, "height": 800})
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.goto(served["url"] + "/")
+    pg.wait_for_selector("body[data-ready='1']", timeout=30000)
+    yield pg
+    assert pg.errors == [], pg.errors          # nothing failed unseen
+    pg.close()
+
+
+def choose_run(page, name):
+    page.select_option("#run-select", name)
+    page.wait_for_function(f"document.querySelector('#curves-title').textContent === {json.dumps(name)}")
+
+
+def inspect_index(page, index):
+    page.fill("#test-index", str(index))
+    page.click("#inspect-test")
+
+
+def test_inspect_failures_are_said_in_the_page(page):
+    choose_run(page, "small")
+    page.click("nav button[data-tab=inspect]")
+    for index, words in ((10000, "10000"), (-5, "index must be at least 0")):
+        inspect_index(page, index)
+        page.wait_for_function("document.querySelector('#inspect-error').textContent.length > 0")
+        said = page.text_content("#inspect-error")
+        assert words in said and "{" not in said, said
+        page.wait_for_function("!document.querySelector('#status').textContent.includes('inspecting')")
+        assert page.text_content("#status") == f"error: {said}" and page.locator("#inspect-result").is_hidden()
+    inspect_index(page, 3)
+    page.wait_for_function("document.querySelector('#inspect-label').textContent.includes('test image 3')")
+    assert page.text_content("#inspect-error") == ""
+    choose_run(page, "empty")                                    # no weights: re-inspecting says so
+    page.wait_for_function("document.querySelector('#inspect-error').textContent.includes('no trained weights')")
+    assert page.locator("#inspect-result").is_hidden()
+
+
+def test_a_rule_broken_in_the_train_form_is_a_sentence(page):
+    page.click("nav button[data-tab=train]")
+    page.fill("#epochs", "500")
+    page.click("#start-training")
+    page.wait_for_function("document.querySelector('#spec-error').textContent.length > 0")
+    assert page.text_content("#spec-error") == "epochs must be at most 200"
+
+
+def test_changing_run_inspects_the_image_again_with_that_run(page, served):
+    choose_run(page, "small")
+    page.click("nav button[data-tab=inspect]")
+    inspect_index(page, 3)
+    page.wait_for_selector("#layers canvas[data-layer=conv2d_1]")
+    assert page.locator("#layers canvas[data-layer=conv2d_1]").count() == 64
+    choose_run(page, "other")
+    page.wait_for_function("document.querySelectorAll('#layers canvas[data-layer=conv2d_1]').length === 8")
+    truth = json.load(urllib.request.urlopen(served["url"] + "/api/runs/other/inspect?index=3"))
+    shown = page.locator("#topk .bar span").first.text_content()
+    assert shown == truth["top"][0]["class"] and "test image 3" in page.text_content("#inspect-label")
+    page.locator("#layers canvas[data-layer=conv2d_1]").first.hover(position={"x": 30, "y": 30})
+    page.wait_for_function("document.querySelector('#arith').textContent.includes('conv2d_1, filter 0')")
+    row, col = (int(v) for v in page.text_content("#arith").split("output pixel (")[1].split(")")[0].split(", "))
+    a = json.load(urllib.request.urlopen(served["url"] + "/api/runs/other/arithmetic?layer=conv2d_1&channel=0"
+                                         f"&row={row}&col={col}&index=3"))
+    assert f"{a['value']:.4f}" in page.text_content("#arith")                 # the new run's arithmetic
+
+
+def test_hovering_never_moves_the_maps_and_leaving_clears_the_panel(page):
+    choose_run(page, "small")
+    page.click("nav button[data-tab=inspect]")
+    inspect_index(page, 0)
+    page.wait_for_selector("#layers canvas[data-layer=conv2d_2]")
+    target = page.locator("#layers canvas[data-layer=conv2d_2]").nth(5)
+    target.scroll_into_view_if_needed()
+    before = target.bounding_box()
+    target.hover(position={"x": 20, "y": 20})
+    page.wait_for_function("document.querySelector('#arith').textContent.includes('conv2d_2, filter 5')")
+    assert target.bounding_box() == before                       # the panel beside the maps, of a fixed size
+    panel, maps = page.locator("#arith").bounding_box(), page.locator("#layers").bounding_box()
+    assert panel["x"] >= maps["x"] + maps["width"] - 1          # beside, never over the maps
+    page.mouse.move(5, 5)                                        # leave: the hint again, no outline
+    page.wait_for_function("document.querySelector('#arith').textContent.startsWith('Hover a pixel')")
+
+
+def test_the_model_diagram_keeps_shapes_and_parameter_counts_apart(page):
+    choose_run(page, "small")
+    page.click("nav button[data-tab=model]")
+    page.wait_for_selector("#diagram .block")
+    texts = page.locator("#diagram .block").all_inner_texts()
+    conv = next(t for t in texts if t.startswith("conv2d_2"))
+    dense = next(t for t in texts if t.startswith("dense_2"))
+    assert "11×11×64\n36,928 params" in conv, conv
+    assert "10 units\n1,290 params" in dense, dense
+    assert all("×640" not in t and "101,290" not in t for t in texts)
+
+
+def test_one_test_figure_per_run_everywhere(page, served):
+    """The runs table and the Evaluate view show the same accuracy: the one results.json records."""
+    results = json.loads((served["runs"] / "small" / "results.json").read_text())
+    choose_run(page, "small")
+    row = page.locator("#runs-table tr[data-run=small] td").nth(4).text_content()
+    page.click("nav button[data-tab=evaluate]")
+    page.wait_for_function("document.querySelector('#eval-metrics').textContent.includes('accuracy')")
+    shown = page.text_content("#eval-metrics")
+    figure = f"{100 * results['test_accuracy']:.2f} %"
+    assert figure == row and figure in shown, (row, shown)
+    heads = page.locator("#confusion th.colhead").all_text_contents()
+    assert heads[0] == "T-shirt/top" and heads[-1] == "Ankle boot"          # whole class names
+
+
+def test_stop_says_stopping_then_where_it_stopped_and_how_to_go_on(page, served):
+    page.click("nav button[data-tab=train]")
+    page.fill("#spec", "seed")
+    page.fill("#epochs", "200")                  # cannot finish before the stop, on any CPU
+    page.fill("#run-name", "stopped")
+    page.click("#start-training")
+    # Driven by what happened: stop once the second epoch is under way.
+    page.wait_for_function("Number((/epoch (\\d+)\\/200/.exec(document.querySelector('#job-status').textContent) "
+                           "|| [0, 0])[1]) >= 2", timeout=120000)
+    page.click("#stop-training")
+    assert "stopping…" in page.text_content("#job-status")
+    page.wait_for_function("document.querySelector('#job-status').textContent.includes('stopped after')",
+                           timeout=120000)
+    said = page.text_content("#job-status")
+    done = json.loads((served["runs"] / "stopped" / "results.json").read_text())["epochs_run"]
+    assert f"stopped after {done} of 200 epochs" in said and "convlens train --resume stopped" in said, said
+    page.click("nav button[data-tab=runs]")
+    assert page.locator("#runs-table tr[data-run=stopped] td").nth(3).text_content() == f"{done}/200"
+
+
+def test_the_small_ones(page, served):
+    # A spec typed by hand: the preset box says so; a flat layer where an image is needed, in H×W×C.
+    page.click("nav button[data-tab=train]")
+    page.fill("#spec", "conv8-pool-flatten-dense10")
+    assert page.input_value("#preset") == ""
+    page.fill("#spec", "dense64-dense10")
+    page.wait_for_function("document.querySelector('#spec-error').textContent.includes('28×28×1')")
+    page.fill("#spec", "seed")
+    page.wait_for_function("document.querySelector('#preset').value === 'seed'")
+    # "Compare with" never offers the run that is selected.
+    choose_run(page, "small")
+    page.click("nav button[data-tab=runs]")
+    offered = page.eval_on_selector_all("#compare-select option", "os => os.filter(o => !o.hidden).map(o => o.value)")
+    assert "small" not in offered and "other" in offered
+    # The lab: no upload yet is said, not replaced by a test image; a typed kernel is the kernel used.
+    page.click("nav button[data-tab=lab]")
+    page.wait_for_function("document.querySelector('#lab-arith').textContent.length > 0")
+    page.check("#lab-use-upload")
+    page.click("#lab-run")
+    page.wait_for_function("document.querySelector('#lab-error').textContent.includes('no image uploaded')")
+    page.uncheck("#lab-use-upload")
+    page.fill("#lab-custom", "0,0,0;0,2,0;0,0,0")
+    page.click("#lab-run")
+    page.wait_for_function("document.querySelector('#lab-arith').textContent.includes('kernel custom')")
+    assert page.input_value("#lab-kernel") == "custom"
+    assert [c.strip() for c in page.locator("#lab-kernel-table td").all_text_contents()] == \
+        ["0", "0", "0", "0", "2", "0", "0", "0", "0"]
+
+
+def test_a_malformed_upload_is_answered_and_leaves_the_terminal_quiet(served):
+    bodies = [b'junk before\r\n--XX\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\nabc\r\n--XX--\r\n',
+              b'--XX\nContent-Disposition: form-data; name="file"\n\nabc\n--XX--\n']
+    for body in bodies:
+        c = http.client.HTTPConnection("127.0.0.1", served["port"], timeout=30)
+        c.request("POST", "/api/upload", body=body, headers={"Content-Type": "multipart/form-data; boundary=XX"})
+        r = c.getresponse()
+        assert r.status == 400 and json.loads(r.read())["detail"]
+    time.sleep(0.5)
+    lines = served["log"].read_text(errors="replace").splitlines()
+    assert [line for line in lines if not line.startswith("convlens explorer:")] == [], lines
