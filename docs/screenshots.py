@@ -66,12 +66,12 @@ def tour(page, out: Path, seed: str, dense: str) -> None:
     page.locator("#cell-gallery figure").first.click()
     page.wait_for_selector("#layers canvas.conv")
     page.wait_for_function("!document.querySelector('#explain-view').hidden")
+    page.evaluate("window.scrollTo(0, document.querySelector('.inspect-body').getBoundingClientRect().top "
+                  "+ window.scrollY - 8)")                  # the maps and the side panel beside them
     canvas = page.locator("#layers canvas[data-layer=conv2d_1]").nth(6)
-    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 13.5 / 26, box["y"] + box["height"] * 10.5 / 26)
     page.wait_for_function("document.querySelector('#arith').textContent.includes('Σ pixel × weight')")
-    page.locator("#input-view").scroll_into_view_if_needed()
     shoot(page, out, "inspect")
     page.click("nav button[data-tab=lab]")
     page.wait_for_function("document.querySelector('#lab-arith').textContent.includes('= ')")

@@ -93,6 +93,7 @@ function enlarge(canvas, caption) {
   $("#enlarge").hidden = false;
 }
 
+const named = (caption, table) => el("figure", {}, el("figcaption", { text: caption }), table);
 const numTable = (rows, digits = 3) => el("table", {}, ...rows.map((row) => el("tr", {}, ...row.map((v) => el("td", { text: v.toFixed(digits) })))));
 
 // The pointer left the maps: the panel says what to do, no pixel is marked, no field outlined.
@@ -132,14 +133,14 @@ function arithmeticParts(a) {
   const parts = [seen, `${a.layer}, filter ${a.channel}, output pixel (${a.row}, ${a.col}): the ${a.patch[0].length}×${a.patch[0][0].length} patch of ${a.input_from} whose top-left is (${a.top_left.join(", ")})` +
     ` — in the input image it sees rows ${top}–${bottom}, columns ${left}–${right} (red box)\n`];
   if (a.patch.length === 1) {
-    parts.push(el("span", { text: "patch " }), numTable(a.patch[0]), el("span", { text: " × kernel " }), numTable(a.kernel[0]),
-      el("span", { text: " = products " }), numTable(a.products[0]), el("br"));
+    parts.push(el("div", { class: "arith-row" }, named("patch", numTable(a.patch[0])), el("span", { text: "×" }),
+      named("kernel", numTable(a.kernel[0])), el("span", { text: "=" }), named("products", numTable(a.products[0]))));
   } else {
     const order = a.channel_sums.map((v, i) => [Math.abs(v), i]).sort((x, y) => y[0] - x[0]).slice(0, 4).map((x) => x[1]);
     parts.push(`${a.patch.length} input channels; Σ over each channel's 3×3 patch × kernel, the 4 largest:\n`);
     for (const i of order) {
-      parts.push(el("span", { text: `channel ${i}: ` }), numTable(a.patch[i]), el("span", { text: " × " }), numTable(a.kernel[i]),
-        el("span", { text: ` → ${a.channel_sums[i].toFixed(4)}` }), el("br"));
+      parts.push(el("div", { class: "arith-row" }, named(`channel ${i}: patch`, numTable(a.patch[i])), el("span", { text: "×" }),
+        named("kernel", numTable(a.kernel[i])), el("span", { text: `→ ${a.channel_sums[i].toFixed(4)}` })));
     }
   }
   const act = a.activation === "linear" ? "" : ` → ${a.activation} → ${a.value.toFixed(4)}`;
