@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -192,6 +193,58 @@ def test_stop_says_stopping_then_where_it_stopped_and_how_to_go_on(page, served)
     assert f"stopped after {done} of 200 epochs" in said and "convlens train --resume stopped" in said, said
     page.click("nav button[data-tab=runs]")
     assert page.locator("#runs-table tr[data-run=stopped] td").nth(3).text_content() == f"{done}/200"
+
+
+def test_stop_then_resume_from_the_page_ends_with_the_epochs_asked_for(page, served):
+    page.click("nav button[data-tab=train]")
+    page.fill("#spec", "seed")
+    page.fill("#epochs", "10")
+    page.fill("#run-name", "again")
+    page.click("#start-training")
+    page.wait_for_function("document.querySelector('#job-status').textContent.includes('step')", timeout=120000)
+    page.click("#stop-training")
+    page.wait_for_function("document.querySelector('#job-status').textContent.includes('stopped after')",
+                           timeout=120000)
+    assert page.locator("#resume-training").is_visible()
+    page.click("nav button[data-tab=runs]")                       # the runs table offers it too
+    page.wait_for_selector("#runs-table button[data-resume=again]")
+    page.click("#runs-table button[data-resume=again]")
+    page.wait_for_function("document.querySelector('nav button.active').dataset.tab === 'train'")
+    page.wait_for_function("document.querySelector('#job-status').textContent.includes('finished after 10 of 10')",
+                           timeout=180000)
+    results = json.loads((served["runs"] / "again" / "results.json").read_text())
+    assert results["epochs_run"] == 10 and not results["interrupted"] and results["resumes"] == 1
+    page.click("nav button[data-tab=runs]")
+    row = page.locator("#runs-table tr[data-run=again] td")
+    assert row.nth(3).text_content() == "10/10" and row.nth(5).text_content() == "finished"
+    r = urllib.request.Request(served["url"] + "/api/runs/again/resume", data=b"{}", method="POST",
+                               headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(r)
+    assert refused.value.code == 409 and "has finished" in json.loads(refused.value.read())["detail"]
+
+
+def test_the_view_is_in_the_address_and_a_reload_lands_on_it(page, served):
+    page.goto(served["url"] + "/?tab=inspect&run=other&index=7&layer=conv2d_1&map=3")      # a shared link
+    page.wait_for_selector("body[data-ready='1']")
+    page.wait_for_function("!document.querySelector('#filter-panel').hidden")
+    assert page.input_value("#run-select") == "other" and "test image 7 " in page.text_content("#inspect-label")
+    assert page.locator("nav button.active").get_attribute("data-tab") == "inspect"
+    assert page.text_content("#filter-title").startswith("What filter 3 of conv2d_1 looks for")
+    choose_run(page, "small")                                    # the same image, through another run
+    page.wait_for_function("document.querySelectorAll('#layers canvas[data-layer=conv2d_1]').length === 64")
+    inspect_index(page, 5)
+    page.wait_for_function("document.querySelector('#inspect-label').textContent.includes('test image 5 ')")
+    page.locator("#layers canvas[data-layer=conv2d_2]").nth(2).click()
+    page.wait_for_function("!document.querySelector('#filter-panel').hidden")
+    assert page.url.endswith("/?tab=inspect&run=small&index=5&layer=conv2d_2&map=2"), page.url
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    page.wait_for_function("!document.querySelector('#filter-panel').hidden")
+    assert page.input_value("#run-select") == "small" and "test image 5 " in page.text_content("#inspect-label")
+    assert page.text_content("#filter-title").startswith("What filter 2 of conv2d_2 looks for")
+    page.click("nav button[data-tab=evaluate]")
+    assert "tab=evaluate" in page.url and "run=small" in page.url
 
 
 def test_the_small_ones(page, served):

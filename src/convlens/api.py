@@ -99,7 +99,8 @@ def run_entry(run) -> dict:
             "dataset": run.model_info.dataset, "epochs": len(run.metrics),
             "epochs_planned": 0 if imported else run.config.epochs, "test_accuracy": res.get("test_accuracy"),
             "state": "imported from Keras" if imported else "finished" if res and not res.get("interrupted")
-            else "stopped" if res else "training or stopped", "created": run.record.get("created")}
+            else "stopped" if res else "training or stopped", "created": run.record.get("created"),
+            "resumable": run.resumable}
 
 
 @runs_api.get("/api/runs")
@@ -331,6 +332,13 @@ def start_training(req: TrainRequest, ex=Depends(explorer), js=Depends(jobs)):
     config = TrainConfig(model=req.model, epochs=req.epochs, batch_size=req.batch_size, lr=req.lr,
                          runs_dir=str(ex.runs_dir), name=req.name, data_dir=js.data_dir, device=js.device)
     return js.start(config).to_dict()
+
+
+@train_api.post("/api/runs/{name}/resume", status_code=202)
+def resume_training(name: Name, ex=Depends(explorer), js=Depends(jobs)):
+    """Go on with a stopped or killed run from its checkpoint, as `convlens train --resume` (409 if there
+    is nothing to resume or another run is training)."""
+    return js.resume(ex.run(name)).to_dict()
 
 
 @train_api.get("/api/jobs")

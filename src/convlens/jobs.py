@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .errors import ConvlensError
-from .runs import check_name
+from .runs import Run, check_name
 from .spec import PRESETS
 
 
@@ -65,21 +65,43 @@ class Jobs:
     def start(self, config: TrainConfig) -> Job:
         """Start `convlens train` with this config in a process of its own (its name made up when not given)."""
         with self.lock:
-            busy = [j for j in self.jobs.values() if j.state == "running"]
-            if busy:
-                raise JobError(f"run {busy[0].run} is still training; stop it or wait for it to finish")
+            self._refuse_if_busy()
             if config.name is None:
                 stem = config.model if config.model in PRESETS else "custom"
                 config = replace(config, name=f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
             check_name(config.name)
             if (Path(config.runs_dir) / config.name).exists():
                 raise JobError(f"run {config.name} already exists; pick another name")
-            argv = [sys.executable, "-m", "convlens", "train", *config.to_argv(), "--progress", "json"]
-            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       stdin=subprocess.DEVNULL, bufsize=1)
-            job = Job(id=f"{len(self.jobs) + 1}-{config.name}", run=config.name, model=config.model,
-                      epochs=config.epochs, process=process)
-            self.jobs[job.id] = job
+            job = self._launch(config.name, config.model, config.epochs, config.to_argv())
+        return job
+
+    def resume(self, run: Run) -> Job:
+        """Continue a stopped or killed run (`convlens train --resume`) in a process of its own, from its
+        latest checkpoint, with its own settings; the data and the device are the server's."""
+        with self.lock:
+            self._refuse_if_busy()
+            if not run.resumable:
+                raise JobError(f"run {run.name} has nothing to resume: "
+                               + ("it has finished" if run.results else "it has no checkpoint"))
+            where = [["--data-dir", self.data_dir]] if self.data_dir else []
+            argv = ["--resume", run.name, "--runs-dir", str(run.path.parent), "--device", self.device,
+                    *(flag for pair in where for flag in pair)]
+            job = self._launch(run.name, run.config.model, run.config.epochs, argv, done=len(run.metrics))
+        return job
+
+    def _refuse_if_busy(self) -> None:
+        busy = [j for j in self.jobs.values() if j.state == "running"]
+        if busy:
+            raise JobError(f"run {busy[0].run} is still training; stop it or wait for it to finish")
+
+    def _launch(self, name: str, model: str, epochs: int, args: list[str], done: int = 0) -> Job:
+        """`convlens train ARGS` with JSON progress, followed by a thread of its own (the lock is held)."""
+        argv = [sys.executable, "-m", "convlens", "train", *args, "--progress", "json"]
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   stdin=subprocess.DEVNULL, bufsize=1)
+        job = Job(id=f"{len(self.jobs) + 1}-{name}", run=name, model=model, epochs=epochs, process=process,
+                  epoch=done)
+        self.jobs[job.id] = job
         threading.Thread(target=self._follow, args=(job,), daemon=True, name=f"job {job.id}").start()
         return job
 

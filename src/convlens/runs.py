@@ -201,6 +201,12 @@ class Run:
         return self.model_info.image_rule
 
     @property
+    def resumable(self) -> bool:
+        """Stopped or killed before its last epoch, with a checkpoint to go on from (`train --resume`)."""
+        finished = bool(self.results) and not self.results.get("interrupted")
+        return not finished and not self.record.get("imported") and any(self.path.glob("checkpoint*.safetensors"))
+
+    @property
     def test_precision(self) -> str:
         """What the recorded test figures were computed in, "bf16" or "fp32": every face evaluates the test
         set in it, so the runs table, `evaluate`, the report and the explorer show one number. Runs from

@@ -1,4 +1,5 @@
 // Small DOM helpers shared by every tab.
+import { writeView } from "./url.js";
 
 export const $ = (sel) => document.querySelector(sel);
 export const pct = (x) => (x == null ? "–" : (100 * x).toFixed(2) + " %");
@@ -28,11 +29,12 @@ export function textTable(table, head, rows, numeric = []) {
     ...rows.map((row) => el("tr", {}, ...row.map((v, j) => el("td", { class: numeric.includes(j) ? "num" : "", text: String(v) })))));
 }
 
-// Tabs: each tab module registers what to do when it is shown.
+// Tabs: each tab module registers what to do when it is shown (showTab returns what that gives).
 export const loaders = {};
 export function showTab(name) {
   document.querySelectorAll("nav button").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
   document.querySelectorAll(".tab").forEach((s) => s.classList.toggle("active", s.id === name));
-  if (loaders[name]) loaders[name]();
+  writeView({ tab: name });
+  return loaders[name] ? loaders[name]() : null;
 }
 export const activeTab = () => document.querySelector("nav button.active").dataset.tab;

@@ -5,9 +5,11 @@ import { api, runPath } from "./api.js";
 import { $, el } from "./dom.js";
 import { drawPixels } from "./draw.js";
 import { state } from "./state.js";
+import { writeView } from "./url.js";
 
 export async function showFilter(layer, channel, mapCanvas, onPick) {
   const panel = $("#filter-panel");
+  writeView({ layer, map: channel });
   $("#filter-title").textContent = `What filter ${channel} of ${layer} looks for (finding its top test images…)`;
   $("#filter-crops").replaceChildren();
   $("#filter-optimised-caption").textContent = "";
@@ -25,7 +27,7 @@ export async function showFilter(layer, channel, mapCanvas, onPick) {
     drawPixels(cv, c.pixels);
     const fig = el("figure", { "data-index": c.index, title: `test image ${c.index} (${c.class}): activation ${c.activation.toFixed(3)}` },
       cv, el("figcaption", { text: `#${c.index} ${c.class}` }));
-    fig.addEventListener("click", () => { panel.hidden = true; onPick(c.index); });
+    fig.addEventListener("click", () => { panel.hidden = true; writeView({ layer: null, map: null }); onPick(c.index); });
     return fig;
   }));
   drawPixels($("#filter-optimised"), f.optimised.pixels, 255);
@@ -34,5 +36,5 @@ export async function showFilter(layer, channel, mapCanvas, onPick) {
 }
 
 export function setUpFilters() {
-  $("#filter-close").addEventListener("click", () => { $("#filter-panel").hidden = true; });
+  $("#filter-close").addEventListener("click", () => { $("#filter-panel").hidden = true; writeView({ layer: null, map: null }); });
 }

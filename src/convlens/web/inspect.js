@@ -7,6 +7,7 @@ import { $, el, loaders, pct, showError, status } from "./dom.js";
 import { cellAt, decodeImage, decodeMaps, drawValues, outline, showPicture } from "./draw.js";
 import { showFilter } from "./filters.js";
 import { state } from "./state.js";
+import { writeView } from "./url.js";
 import { clearCheck, sourceQuery } from "./trust.js";
 
 const HOVER_HINT = "Hover a pixel of a conv layer's feature map to see how it is computed; click a map to see what its filter looks for.";
@@ -37,6 +38,7 @@ export async function inspect(src) {
   }
   if (seq !== state.inspectSeq) return;             // a later request (another image or run) took over
   clearInspection();
+  writeView({ index: src.index, layer: null, map: null });
   state.inspection = r;
   state.input = decodeImage(r.input);
   clearArithmetic();
@@ -199,7 +201,7 @@ function inspectTest(index) {
 export function setUpInspect() {
   $("#inspect-test").addEventListener("click", () => inspect({ index: Number($("#test-index").value) }));
   // Shown again after another run was chosen: the same image, through that run's network.
-  loaders.inspect = () => { if (state.inspectSource && !state.inspection) inspect(state.inspectSource); };
+  loaders.inspect = () => (state.inspectSource && !state.inspection ? inspect(state.inspectSource) : null);
   $("#upload").addEventListener("change", (e) => { if (e.target.files[0]) inspectUpload(e.target.files[0], e.target.files[0].name); });
   $("#enlarge").addEventListener("click", () => { $("#enlarge").hidden = true; });
   setUpDrawing();

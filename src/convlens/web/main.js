@@ -11,12 +11,31 @@ import { loadNamedKernels, setUpLab } from "./lab.js";
 import "./model.js";
 import { refreshRuns, setUpRuns } from "./runs.js";
 import { state } from "./state.js";
-import { followJob, matchPreset, previewSpec, setUpTrain } from "./train.js";
+import { followJob, matchPreset, previewSpec, resumeRun, setUpTrain } from "./train.js";
 import { setUpCheck } from "./trust.js";
+import { readView } from "./url.js";
+
+// The view a reload or a shared link names (url.js): its tab, its test image, the map whose filter is open.
+async function restoreView(view) {
+  if (view.index != null && Number.isInteger(Number(view.index))) {
+    $("#test-index").value = view.index;
+    state.inspectSource = { index: Number(view.index) };
+  }
+  if (!view.tab || !document.getElementById(view.tab)?.classList.contains("tab")) return;
+  await showTab(view.tab);
+  if (view.tab === "inspect" && state.inspection && view.layer && view.map != null) {
+    const map = [...document.querySelectorAll("#layers canvas")]
+      .find((c) => c.dataset.layer === view.layer && c.dataset.channel === String(Number(view.map)));
+    map?.dispatchEvent(new MouseEvent("click"));
+  }
+}
 
 async function start() {
   document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
   setUpRuns(); setUpTrain(); setUpInspect(); setUpLab(); setUpCheck(); setUpFilters();
+  $("#runs-table").addEventListener("click", (e) => {               // a stopped run's Resume button
+    if (e.target.dataset.resume) { e.stopPropagation(); resumeRun(e.target.dataset.resume); }
+  }, true);
   loadColormaps(await api("/api/colormaps"));
   const presets = await api("/api/presets");
   $("#preset").replaceChildren(el("option", { value: "", text: "(your own spec)" }),
@@ -24,7 +43,9 @@ async function start() {
   matchPreset();
   await loadNamedKernels();
   await previewSpec();
-  await refreshRuns();
+  const view = readView();
+  await refreshRuns(view.run);
+  await restoreView(view);
   const running = (await api("/api/jobs")).find((j) => j.state === "running");
   if (running) { state.job = running; $("#stop-training").disabled = false; followJob(); }
   status(state.runs.length ? `${state.runs.length} run(s)` : "no runs yet: start one under Train");

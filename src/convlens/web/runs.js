@@ -5,11 +5,13 @@ import { $, activeTab, el, loaders, pct, showError, textTable } from "./dom.js";
 import { showPicture } from "./draw.js";
 import { clearInspection } from "./inspect.js";
 import { state } from "./state.js";
+import { writeView } from "./url.js";
 
 export async function refreshRuns(select = null) {
   state.runs = await api("/api/runs");
   const sel = $("#run-select"), cmp = $("#compare-select");
-  const current = select || state.run || state.runs[0]?.name || null;
+  const known = (n) => n && state.runs.some((r) => r.name === n);
+  const current = [select, state.run].find(known) || state.runs[0]?.name || null;
   const options = () => state.runs.map((r) => el("option", { value: r.name, text: r.name }));
   sel.replaceChildren(...(state.runs.length ? options() : [el("option", { value: "", text: "(no runs yet)" })]));
   cmp.replaceChildren(el("option", { value: "", text: "(choose a run)" }), ...options());
@@ -18,7 +20,8 @@ export async function refreshRuns(select = null) {
     const tr = el("tr", { "data-run": r.name },
       el("td", { text: r.name }), el("td", { text: r.model }), el("td", { text: r.dataset || "" }),
       el("td", { class: "num", text: `${r.epochs}/${r.epochs_planned ?? "?"}` }),
-      el("td", { class: "num", text: pct(r.test_accuracy) }), el("td", { text: r.state }));
+      el("td", { class: "num", text: pct(r.test_accuracy) }),
+      el("td", {}, r.state, ...(r.resumable ? [" ", el("button", { class: "resume", "data-resume": r.name, text: "Resume" })] : [])));
     tr.addEventListener("click", () => selectRun(r.name));
     return tr;
   }));
@@ -40,6 +43,7 @@ export async function selectRun(name, reloadTab = true) {
     state.detail = null;
   }
   state.run = name;
+  writeView({ run: name });
   $("#run-select").value = name;
   compareChoices(name);
   document.querySelectorAll("#runs-table tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.run === name));

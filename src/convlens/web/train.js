@@ -1,7 +1,7 @@
 // The Train tab: a spec checked as it is typed (the layer table, or the bad token pointed at),
 // a training job started, followed and stopped, its curves drawn by charts.py as the epochs end.
 import { api, post, runPath } from "./api.js";
-import { $, fmt, pct, showError, status } from "./dom.js";
+import { $, fmt, pct, showError, showTab, status } from "./dom.js";
 import { showPicture } from "./draw.js";
 import { summaryRows } from "./model.js";
 import { refreshRuns } from "./runs.js";
@@ -72,6 +72,9 @@ export async function followJob() {
   $("#stop-training").disabled = true;
   state.job = null;
   state.stopping = false;
+  const resume = $("#resume-training");
+  resume.hidden = !(job.state !== "finished" && job.epoch < job.epochs);
+  resume.dataset.run = job.run;
   previewSpec();
   await refreshRuns(job.run).catch(() => {});
   status(`training ${job.state}: ${job.run}`);
@@ -81,6 +84,16 @@ export async function followJob() {
 export function matchPreset() {
   const spec = $("#spec").value.trim(), box = $("#preset");
   box.value = [...box.options].some((o) => o.value === spec) ? spec : "";
+}
+
+// Go on with a stopped or killed run from its checkpoint (`convlens train --resume`), followed here.
+export async function resumeRun(name) {
+  showTab("train");
+  $("#resume-training").hidden = true;
+  try { state.job = await post(`${runPath(name)}/resume`, {}); }
+  catch (e) { showError($("#job-status"), e); return; }
+  $("#start-training").disabled = true; $("#stop-training").disabled = false;
+  followJob();
 }
 
 async function stopTraining() {
@@ -98,4 +111,5 @@ export function setUpTrain() {
   $("#preset").addEventListener("change", (e) => { if (e.target.value) { $("#spec").value = e.target.value; previewSpec(); } });
   $("#start-training").addEventListener("click", startTraining);
   $("#stop-training").addEventListener("click", stopTraining);
+  $("#resume-training").addEventListener("click", (e) => resumeRun(e.target.dataset.run));
 }
