@@ -170,3 +170,17 @@ def test_standalone_activations_apply_their_function():
     x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
     outs = m.layer_outputs(x)
     assert torch.allclose(outs[1], torch.tanh(outs[0]))
+
+
+def test_a_spec_being_typed_is_summarised_up_to_its_first_wrong_or_unfinished_token():
+    from convlens.summary import summarize_so_far
+    for typed, names, token in (("conv16-pool", ["conv2d_1", "max_pooling2d_1"], 2),
+                                ("conv16-pool-conv", ["conv2d_1", "max_pooling2d_1"], 3),
+                                ("conv16-po", ["conv2d_1"], 2), ("x", None, 1),
+                                ("conv16-pool-flatten-dense12", ["conv2d_1", "max_pooling2d_1", "flatten_1", "dense_1"], 4),
+                                ("seed", [info.name for info in build_model("seed").infos], None)):
+        s, error = summarize_so_far(typed)
+        assert (s and [l.name for l in s.layers]) == (names or None), typed
+        assert (error.token_index if error else None) == token, typed
+    s, _ = summarize_so_far("conv16-pool")
+    assert s.total_params == 16 * (9 + 1)

@@ -247,6 +247,18 @@ def test_the_view_is_in_the_address_and_a_reload_lands_on_it(page, served):
     assert "tab=evaluate" in page.url and "run=small" in page.url
 
 
+def test_a_spec_being_typed_shows_its_table_so_far(page):
+    page.click("nav button[data-tab=train]")
+    rows = "document.querySelectorAll('#spec-summary tr').length"
+    for typed, layers, words in (("conv16-pool-co", 2, "token 3"), ("conv16-pool-flatten", 3, "must end with a dense"),
+                                 ("conv16-pool-flatten-dense10", 4, "")):
+        page.fill("#spec", typed)
+        page.wait_for_function(f"{rows} === {layers + 2} && document.querySelector('#spec-error').textContent"
+                               f".includes({json.dumps(words)})")          # header, the layers, the total
+        assert page.is_disabled("#start-training") == bool(words)
+    assert "multiply-adds" in page.text_content("#spec-total")
+
+
 def test_the_small_ones(page, served):
     # A spec typed by hand: the preset box says so; a flat layer where an image is needed, in H×W×C.
     page.click("nav button[data-tab=train]")

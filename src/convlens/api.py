@@ -32,7 +32,7 @@ from .inspect import activations, conv_arithmetic_at, kernels, misclassified
 from .models import conv_layers, receptive_field
 from .plotting import COLORMAPS, colormap_table
 from .spec import PRESETS
-from .summary import summarize
+from .summary import summarize, summarize_so_far
 
 runs_api, evaluate_api, inspect_api, lab_api, train_api = (APIRouter() for _ in range(5))
 Name = str                     # a run's name; Explorer.run refuses anything that is not one
@@ -82,8 +82,18 @@ def presets():
 @runs_api.get("/api/summary")
 def summary(model: str = Query("seed", max_length=500), channels: int = Query(1, ge=1, le=64),
             size: int = Query(28, ge=1, le=4096), classes: int = Query(10, ge=1, le=10000)):
-    """The layer table of any spec, as the page types it; 400 with the bad token's position."""
+    """The layer table of any spec; 400 with the bad token's position."""
     return summarize(model, (channels, size, size), classes).to_dict()
+
+
+@runs_api.get("/api/summary/so-far")
+def summary_so_far(model: str = Query("seed", max_length=500), channels: int = Query(1, ge=1, le=64),
+                   size: int = Query(28, ge=1, le=4096), classes: int = Query(10, ge=1, le=10000)):
+    """A spec as the page types it: the table of the layers before the first wrong or unfinished token
+    (all of them when none is), and that token's error."""
+    s, error = summarize_so_far(model, (channels, size, size), classes)
+    return {"summary": s.to_dict() if s else None, "error": " ".join(str(error).split()) if error else None,
+            "token": error.token_index if error else None}
 
 
 @runs_api.get("/api/colormaps")

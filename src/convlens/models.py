@@ -153,10 +153,12 @@ def _check_input(text: str, l: LayerSpec, shape: tuple[int, ...]) -> None:
                    "add 'flatten' (or 'gap') before it")
 
 
-def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> list[LayerInfo]:
-    """Every layer with its output shape, parameter count and arithmetic; SpecError if one does not fit."""
+def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10,
+                whole: bool = True) -> list[LayerInfo]:
+    """Every layer with its output shape, parameter count and arithmetic; SpecError if one does not fit.
+    whole=False: the start of a spec (no output layer needed yet)."""
     text = resolve(spec.strip(), num_classes)
-    layers = parse_spec(text)
+    layers = parse_spec(text, whole)
     shape: tuple[int, ...] = tuple(input_shape)
     counters: dict[str, int] = {}
     infos, total = [], 0
@@ -164,7 +166,7 @@ def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_
         base, typ = _TYPES[l.kind]
         counters[base] = counters.get(base, 0) + 1
         _check_input(text, l, shape)
-        if l is layers[-1] and l.units != num_classes:
+        if whole and l is layers[-1] and l.units != num_classes:
             raise fail(text, l.index, l.token, f"the output layer needs {num_classes} units, one per class")
         out, params, mult_adds, why = _SHAPES[l.kind](text, l, shape)
         total += params

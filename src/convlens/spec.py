@@ -111,8 +111,9 @@ def fail(spec: str, index: int, token: str, why: str) -> SpecError:
     return error
 
 
-def parse_spec(spec: str) -> list[LayerSpec]:
-    """Parse a spec string (or preset name) into layers; SpecError names the bad token."""
+def parse_spec(spec: str, whole: bool = True) -> list[LayerSpec]:
+    """Parse a spec string (or preset name) into layers; SpecError names the bad token. whole=False: the
+    start of a spec still being typed (it need not end with the output layer yet)."""
     if not isinstance(spec, str) or not spec.strip():
         raise SpecError("empty model spec; try 'seed' or 'conv64-pool-flatten-dense10'")
     if len(spec) > MAX_SPEC_CHARS:
@@ -123,7 +124,7 @@ def parse_spec(spec: str) -> list[LayerSpec]:
         raise SpecError(f"model spec of {len(tokens):,} layers; convlens builds at most {MAX_LAYERS}")
     layers = [_parse_token(text, i, token) for i, token in enumerate(tokens, start=1)]
     last = layers[-1]
-    if last.kind != "dense":
+    if whole and last.kind != "dense":
         raise fail(text, last.index, last.token,
                    "a model must end with a dense layer giving one output per class, e.g. dense10")
     # Default activations: relu everywhere except the output layer (logits).

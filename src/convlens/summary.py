@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import SpecError
 from .models import LayerInfo, layer_infos, shape_text
 from .spec import PRESETS, resolve
 
@@ -61,8 +62,29 @@ class Summary:
         return "\n".join(out)
 
 
-def summarize(model: str = "seed", input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> Summary:
-    """Summary of a preset or spec for images of `input_shape` (C, H, W); SpecError if it does not fit."""
+def summarize(model: str = "seed", input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10,
+              whole: bool = True) -> Summary:
+    """Summary of a preset or spec for images of `input_shape` (C, H, W); SpecError if it does not fit.
+    whole=False: the start of a spec, which need not end with the output layer yet."""
     spec = resolve(model.strip(), num_classes)
     name = model.strip() if model.strip() in PRESETS else spec
-    return Summary(name, spec, tuple(input_shape), layer_infos(spec, input_shape, num_classes))
+    return Summary(name, spec, tuple(input_shape), layer_infos(spec, input_shape, num_classes, whole))
+
+
+def summarize_so_far(model: str, input_shape: tuple[int, int, int] = (1, 28, 28),
+                     num_classes: int = 10) -> tuple[Summary | None, SpecError | None]:
+    """A spec as it is typed: its summary, or the summary of the layers before the first token that is
+    wrong or unfinished (None if there are none) and that token's error."""
+    try:
+        return summarize(model, input_shape, num_classes), None
+    except SpecError as e:
+        bad = e.token_index
+        if not bad:
+            return None, e
+        tokens = resolve(model.strip(), num_classes).split("-")
+        for keep in (bad, bad - 1):       # the token itself may be whole (a spec not yet ending in dense10)
+            try:
+                return (summarize("-".join(tokens[:keep]), input_shape, num_classes, whole=False) if keep else None), e
+            except SpecError:
+                continue
+        return None, e

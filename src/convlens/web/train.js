@@ -7,22 +7,23 @@ import { summaryRows } from "./model.js";
 import { refreshRuns } from "./runs.js";
 import { state } from "./state.js";
 
+// The spec as it is typed: the table of every layer before the first wrong or unfinished token, and
+// that token pointed at; the whole table, and Start, once the spec is complete.
 export async function previewSpec() {
   const spec = $("#spec").value;
-  try {
-    const s = await api(`/api/summary?model=${encodeURIComponent(spec)}`);
-    $("#spec-error").textContent = "";
-    $("#spec-total").textContent = `${fmt(s.total_params)} parameters, ${fmt(s.mult_adds)} multiply-adds per image`;
-    summaryRows($("#spec-summary"), s);
-    $("#start-training").disabled = !!state.job;
-  } catch (e) {
-    const token = e.body?.token, before = spec.split("-").slice(0, (token || 1) - 1).join("-");
-    const at = token ? `\n${"^".padStart(before.length + (token > 1 ? 2 : 1))} token ${token}` : "";
-    $("#spec-error").textContent = e.message + (token ? `\n${spec}${at}` : "");
-    $("#spec-total").textContent = "";
-    $("#spec-summary").replaceChildren();
-    $("#start-training").disabled = true;
-  }
+  let r;
+  try { r = await api(`/api/summary/so-far?model=${encodeURIComponent(spec)}`); }
+  catch (e) { r = { summary: null, error: e.message, token: null }; }
+  if (spec !== $("#spec").value) return;                       // typed on meanwhile: that answer will come
+  const s = r.summary;
+  if (s) summaryRows($("#spec-summary"), s); else $("#spec-summary").replaceChildren();
+  $("#spec-total").textContent = !s ? "" : r.error ? `so far: ${s.layers.length} layer(s), ${fmt(s.total_params)} parameters`
+    : `${fmt(s.total_params)} parameters, ${fmt(s.mult_adds)} multiply-adds per image`;
+  $("#start-training").disabled = !!r.error || !!state.job;
+  if (!r.error) { $("#spec-error").textContent = ""; return; }
+  const token = r.token, before = spec.split("-").slice(0, (token || 1) - 1).join("-");
+  const at = token ? `\n${"^".padStart(before.length + (token > 1 ? 2 : 1))} token ${token}` : "";
+  $("#spec-error").textContent = r.error + (token ? `\n${spec}${at}` : "");
 }
 
 async function startTraining() {
