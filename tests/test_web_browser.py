@@ -64,8 +64,7 @@ def test_the_explorer_end_to_end(page, tmp_path):
     page.wait_for_function("document.querySelector('#spec-error').textContent.includes('token 3')")
     assert page.locator("#start-training").is_disabled()
     page.fill("#spec", "conv8-pool-flatten-dense10")
-    page.wait_for_function("document.querySelector('#spec-total').textContent.includes('parameters')")
-    assert "13,610 parameters" in page.text_content("#spec-total")      # 80 + 8·13·13·10 + 10
+    page.wait_for_function("document.querySelector('#spec-total').textContent.includes('13,610 parameters')")  # 80 + 8·13·13·10 + 10
     page.fill("#epochs", "2")
     page.fill("#run-name", "from-the-page")
     page.click("#start-training")

@@ -299,3 +299,51 @@ def test_a_malformed_upload_is_answered_and_leaves_the_terminal_quiet(served):
     time.sleep(0.5)
     lines = served["log"].read_text(errors="replace").splitlines()
     assert [line for line in lines if not line.startswith("convlens explorer:")] == [], lines
+
+
+def test_runs_sort_rename_and_delete_and_never_a_path_or_a_training_run(page, served):
+    runs = served["runs"]
+    shutil.copytree(runs / "small", runs / "spare")
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    page.click("#runs-table th[data-sort=test_accuracy]")           # sorted, best first; again: worst first
+    shown = [float(t.split()[0]) for t in page.locator("#runs-table tbody tr td:nth-child(5)").all_text_contents()
+             if t.strip() != "–"]
+    assert shown == sorted(shown, reverse=True) and len(shown) >= 3
+    page.click("#runs-table th[data-sort=test_accuracy]")
+    shown = [float(t.split()[0]) for t in page.locator("#runs-table tbody tr td:nth-child(5)").all_text_contents()
+             if t.strip() != "–"]
+    assert shown == sorted(shown)
+    assert page.locator("#runs-table tr[data-run=small] td").nth(6).text_content() == "243,786"
+
+    choose_run(page, "spare")
+    page.once("dialog", lambda d: d.accept("../outside"))             # a path: refused, said
+    page.click("#rename-run")
+    page.wait_for_function("document.querySelector('#manage-error').textContent.length > 0")
+    assert (runs / "spare").is_dir() and not (runs.parent / "outside").exists()
+    page.once("dialog", lambda d: d.accept("kept"))
+    page.click("#rename-run")
+    page.wait_for_function("document.querySelector('#run-select').value === 'kept'")
+    assert (runs / "kept" / "model.safetensors").exists() and not (runs / "spare").exists()
+    page.once("dialog", lambda d: d.dismiss())                          # not confirmed: nothing happens
+    page.click("#delete-run")
+    assert (runs / "kept").is_dir()
+    page.once("dialog", lambda d: d.accept())
+    page.click("#delete-run")
+    page.wait_for_function("!document.querySelector('#runs-table tr[data-run=kept]')")
+    assert not (runs / "kept").exists() and page.input_value("#run-select") != "kept"
+
+    page.click("nav button[data-tab=train]")                          # a run in training is never deleted
+    page.fill("#spec", "seed")
+    page.fill("#epochs", "200")
+    page.fill("#run-name", "busy")
+    page.click("#start-training")
+    page.wait_for_function("document.querySelector('#job-status').textContent.includes('step')", timeout=120000)
+    request = urllib.request.Request(served["url"] + "/api/runs/busy", method="DELETE")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request)
+    assert refused.value.code == 409 and "training" in json.loads(refused.value.read())["detail"]
+    page.click("#stop-training")
+    page.wait_for_function("document.querySelector('#job-status').textContent.includes('stopped after')",
+                           timeout=120000)
+    assert (runs / "busy" / "config.json").exists()

@@ -31,6 +31,7 @@ from .images import MAX_FILE_BYTES
 from .inspect import activations, conv_arithmetic_at, kernels, misclassified
 from .models import conv_layers, receptive_field
 from .plotting import COLORMAPS, colormap_table
+from .runs import delete_run, rename_run
 from .spec import PRESETS
 from .summary import summarize, summarize_so_far
 
@@ -110,7 +111,8 @@ def run_entry(run) -> dict:
             "epochs_planned": 0 if imported else run.config.epochs, "test_accuracy": res.get("test_accuracy"),
             "state": "imported from Keras" if imported else "finished" if res and not res.get("interrupted")
             else "stopped" if res else "training or stopped", "created": run.record.get("created"),
-            "resumable": run.resumable}
+            "resumable": run.resumable, "params": summarize(run.model_info.spec, run.input_shape, len(run.classes)).total_params,
+            "train_time_s": res.get("train_time_s")}
 
 
 @runs_api.get("/api/runs")
@@ -349,6 +351,27 @@ def resume_training(name: Name, ex=Depends(explorer), js=Depends(jobs)):
     """Go on with a stopped or killed run from its checkpoint, as `convlens train --resume` (409 if there
     is nothing to resume or another run is training)."""
     return js.resume(ex.run(name)).to_dict()
+
+
+class RenameRequest(BaseModel):
+    to: str = Field(max_length=128, description="the run's new name")
+
+
+@train_api.post("/api/runs/{name}/rename")
+def rename(name: Name, req: RenameRequest, ex=Depends(explorer), js=Depends(jobs)):
+    """A new name for a run (409 while it trains; never a path, never an existing run's name)."""
+    run = ex.run(name)
+    js.refuse_if_training(run.name)
+    return run_entry(ex.run(rename_run(run.path, req.to).name))
+
+
+@train_api.delete("/api/runs/{name}")
+def delete(name: Name, ex=Depends(explorer), js=Depends(jobs)):
+    """Delete a run and its files (409 while it trains; only folders inside the runs folder)."""
+    run = ex.run(name)
+    js.refuse_if_training(run.name)
+    delete_run(run.path)
+    return {"deleted": run.name}
 
 
 @train_api.get("/api/jobs")

@@ -89,6 +89,11 @@ class Jobs:
             job = self._launch(run.name, run.config.model, run.config.epochs, argv, done=len(run.metrics))
         return job
 
+    def refuse_if_training(self, run: str) -> None:
+        """JobError (409) while one of this server's jobs trains `run`."""
+        if any(j.run == run and j.state == "running" for j in self.jobs.values()):
+            raise JobError(f"run {run} is training; stop it first")
+
     def _refuse_if_busy(self) -> None:
         busy = [j for j in self.jobs.values() if j.state == "running"]
         if busy:

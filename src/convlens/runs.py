@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -308,3 +309,26 @@ def open_run(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Ru
     results = read_json(path / "results.json") if (path / "results.json").exists() else {}
     return check_numbers(Run(path, config, {k: saved[k] for k in RECORDED if k in saved}, model_info,
                              read_metrics(path / "metrics.jsonl"), results))
+
+
+# ---------------------------------------------------------------------------
+# Keeping the runs folder tidy
+
+def rename_run(path: Path, new_name: str) -> Path:
+    """Rename a run inside its runs folder (a name, never a path); refused while a process trains it."""
+    check_name(new_name)
+    target = path.parent / new_name
+    if target.exists():
+        raise RunError(f"run {new_name} already exists; pick another name")
+    with RunLock(path):
+        os.rename(path, target)
+    return target
+
+
+def delete_run(path: Path) -> None:
+    """Delete a run folder and its files; refused while a process trains it, and for anything but a
+    real folder (a link is never followed out of the runs folder)."""
+    if path.is_symlink() or not path.is_dir():
+        raise RunError(f"{path.name} is not a run folder")
+    with RunLock(path):
+        shutil.rmtree(path)

@@ -25,6 +25,7 @@ export function clearInspection() {
 export async function inspect(src) {
   if (!state.run) { status("train or choose a run first"); return; }
   state.inspectSource = src;
+  state.inspectedRun = state.run;
   const seq = ++state.inspectSeq;
   status("inspecting…");
   $("#inspect-error").textContent = "";
@@ -201,7 +202,7 @@ function inspectTest(index) {
 export function setUpInspect() {
   $("#inspect-test").addEventListener("click", () => inspect({ index: Number($("#test-index").value) }));
   // Shown again after another run was chosen: the same image, through that run's network.
-  loaders.inspect = () => (state.inspectSource && !state.inspection ? inspect(state.inspectSource) : null);
+  loaders.inspect = () => (state.inspectSource && state.inspectedRun !== state.run ? inspect(state.inspectSource) : null);
   $("#upload").addEventListener("change", (e) => { if (e.target.files[0]) inspectUpload(e.target.files[0], e.target.files[0].name); });
   $("#enlarge").addEventListener("click", () => { $("#enlarge").hidden = true; });
   setUpDrawing();

@@ -1,11 +1,46 @@
 // The Runs tab: the runs folder as a table, the selected run's curves, and a comparison with another
 // run — the table of `convlens compare` (/api/compare) and charts.py's curves, as PNGs.
-import { api, runPath } from "./api.js";
-import { $, activeTab, el, loaders, pct, showError, textTable } from "./dom.js";
+import { api, post, runPath } from "./api.js";
+import { $, activeTab, el, fmt, loaders, pct, showError, textTable } from "./dom.js";
 import { showPicture } from "./draw.js";
 import { clearInspection } from "./inspect.js";
 import { state } from "./state.js";
 import { writeView } from "./url.js";
+
+// The runs table's order: a heading clicked once sorts by it (numbers and dates largest first), twice
+// the other way.
+const sorting = { key: null, descending: true };
+const NUMERIC = ["epochs", "test_accuracy", "params", "train_time_s", "created"];
+
+function sorted(runs) {
+  const { key, descending } = sorting;
+  if (!key) return runs;
+  const value = (r) => r[key] ?? (NUMERIC.includes(key) ? -Infinity : "");
+  return [...runs].sort((a, b) => {
+    const x = value(a), y = value(b), order = x < y ? -1 : x > y ? 1 : 0;
+    return descending ? -order : order;
+  });
+}
+
+function runRow(r) {
+  const tr = el("tr", { "data-run": r.name },
+    el("td", { text: r.name }), el("td", { text: r.model }), el("td", { text: r.dataset || "" }),
+    el("td", { class: "num", text: `${r.epochs}/${r.epochs_planned ?? "?"}` }),
+    el("td", { class: "num", text: pct(r.test_accuracy) }),
+    el("td", {}, r.state, ...(r.resumable ? [" ", el("button", { class: "resume", "data-resume": r.name, text: "Resume" })] : [])),
+    el("td", { class: "num", text: fmt(r.params) }),
+    el("td", { class: "num", text: r.train_time_s == null ? "–" : `${r.train_time_s.toFixed(1)} s` }),
+    el("td", { text: (r.created || "").replace("T", " ").slice(0, 16) }));
+  tr.addEventListener("click", () => selectRun(r.name));
+  return tr;
+}
+
+function drawRunsTable() {
+  $("#runs-table tbody").replaceChildren(...sorted(state.runs).map(runRow));
+  document.querySelectorAll("#runs-table tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.run === state.run));
+  document.querySelectorAll("#runs-table th[data-sort]").forEach((th) =>
+    th.classList.toggle("sorted", th.dataset.sort === sorting.key));
+}
 
 export async function refreshRuns(select = null) {
   state.runs = await api("/api/runs");
@@ -16,15 +51,7 @@ export async function refreshRuns(select = null) {
   sel.replaceChildren(...(state.runs.length ? options() : [el("option", { value: "", text: "(no runs yet)" })]));
   cmp.replaceChildren(el("option", { value: "", text: "(choose a run)" }), ...options());
   cmp.dataset.run = "";
-  $("#runs-table tbody").replaceChildren(...state.runs.map((r) => {
-    const tr = el("tr", { "data-run": r.name },
-      el("td", { text: r.name }), el("td", { text: r.model }), el("td", { text: r.dataset || "" }),
-      el("td", { class: "num", text: `${r.epochs}/${r.epochs_planned ?? "?"}` }),
-      el("td", { class: "num", text: pct(r.test_accuracy) }),
-      el("td", {}, r.state, ...(r.resumable ? [" ", el("button", { class: "resume", "data-resume": r.name, text: "Resume" })] : [])));
-    tr.addEventListener("click", () => selectRun(r.name));
-    return tr;
-  }));
+  drawRunsTable();
   if (current) await selectRun(current, false);
 }
 
@@ -67,7 +94,34 @@ async function showComparison() {
   await shown;
 }
 
+// Rename or delete the selected run (the server refuses while it trains, and any name that is a path).
+async function renameRun() {
+  const name = state.run, to = name && window.prompt(`New name for run ${name}:`, name);
+  if (!to || to === name) return;
+  $("#manage-error").textContent = "";
+  try { await post(`${runPath(name)}/rename`, { to }); }
+  catch (e) { showError($("#manage-error"), e); return; }
+  await refreshRuns(to);
+}
+
+async function deleteRun() {
+  const name = state.run;
+  if (!name || !window.confirm(`Delete run ${name} and all its files? This cannot be undone.`)) return;
+  $("#manage-error").textContent = "";
+  try { await api(runPath(name), { method: "DELETE" }); }
+  catch (e) { showError($("#manage-error"), e); return; }
+  state.run = null;
+  await refreshRuns();
+}
+
 export function setUpRuns() {
   $("#run-select").addEventListener("change", (e) => selectRun(e.target.value));
   $("#compare-select").addEventListener("change", showComparison);
+  $("#rename-run").addEventListener("click", renameRun);
+  $("#delete-run").addEventListener("click", deleteRun);
+  document.querySelectorAll("#runs-table th[data-sort]").forEach((th) => th.addEventListener("click", () => {
+    sorting.descending = sorting.key === th.dataset.sort ? !sorting.descending : true;
+    sorting.key = th.dataset.sort;
+    drawRunsTable();
+  }));
 }

@@ -9,6 +9,7 @@ export const state = {
   stopping: false,      // Stop was pressed: the job ends after its current step
   inspectSource: null,  // {index} or {image_id}: the image the Inspect tab shows
   inspection: null,     // /api/runs/{run}/inspect for it (null: not for this run, or it failed)
+  inspectedRun: null,   // the run the latest inspection asked (answered or refused): another run asks again
   inspectSeq: 0,        // the latest inspect request: an older answer arriving late is dropped
   marked: null,         // the feature-map canvas whose hovered pixel is outlined
   input: null,          // that image decoded once: {c, h, w, gray: Uint8Array(h × w)}
