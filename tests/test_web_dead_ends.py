@@ -175,6 +175,28 @@ def test_one_test_figure_per_run_everywhere(page, served):
     assert heads[0] == "T-shirt/top" and heads[-1] == "Ankle boot"          # whole class names
 
 
+def test_each_mistake_in_evaluate_shows_why(page, served):
+    """A cell off the diagonal opens its images each with its saliency and LayerCAM for the class it was
+    taken for (views.reasons, as the report's gallery); a diagonal cell, the plain images."""
+    choose_run(page, "small")
+    page.click("nav button[data-tab=evaluate]")
+    page.wait_for_selector("#confusion td")
+    cells = page.locator("#confusion td")
+    wrong = next(c for c in cells.all() if c.get_attribute("data-true") != c.get_attribute("data-pred")
+                 and int(c.text_content()) > 0)
+    t, p = wrong.get_attribute("data-true"), wrong.get_attribute("data-pred")
+    wrong.click()
+    first = page.locator("#cell-gallery img").first
+    first.scroll_into_view_if_needed()                       # loaded as they come into view
+    page.wait_for_function("document.querySelector('#cell-gallery img').naturalWidth > 0")
+    assert f"reasons.png?target={p}" in first.get_attribute("src")
+    assert first.evaluate("i => i.naturalWidth") == 3 * (28 * 3 + 2)          # image, saliency, LayerCAM
+    assert "LayerCAM" in page.text_content("#cell-title")
+    page.click(f"#confusion td[data-true='{t}'][data-pred='{t}']")
+    page.wait_for_function("document.querySelector('#cell-gallery img') && "
+                           "!document.querySelector('#cell-gallery img').src.includes('reasons')")
+
+
 def test_stop_says_stopping_then_where_it_stopped_and_how_to_go_on(page, served):
     page.click("nav button[data-tab=train]")
     page.fill("#spec", "seed")

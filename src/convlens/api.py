@@ -192,6 +192,20 @@ def test_image(name: Name, index: int, ex=Depends(explorer)):
     return png(buf.getvalue(), cache=True)
 
 
+@evaluate_api.get("/api/runs/{name}/test/{index}/reasons.png")
+def test_reasons(name: Name, index: int, target: int = Query(ge=0, le=9999), ex=Depends(explorer)):
+    """A mistake with its reasons (views.reasons): the image, its saliency and LayerCAM for the class
+    it was taken for, enlarged 3×."""
+    run = ex.run(name)
+    if target >= len(run.classes):
+        raise HTTPException(400, f"classes are 0 to {len(run.classes) - 1}")
+    rgb = views.reasons(ex.model(run), ex.looked(run, index, None).image, target)
+    tile = Image.fromarray((rgb * 255).round().astype(np.uint8))
+    buf = io.BytesIO()
+    tile.resize((tile.width * 3, tile.height * 3), Image.NEAREST).save(buf, "PNG")
+    return png(buf.getvalue())                   # not cached: a resumed run's weights, and so its maps, change
+
+
 # ---------------------------------------------------------------------------
 # inspect: uploads, every layer of one image, the explanation, one pixel's arithmetic, kernels
 

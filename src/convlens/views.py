@@ -138,6 +138,13 @@ def mistakes_gallery(ev: Evaluation, test_x, k: int = 24, model: ConvNet | None 
                            f"{what} of the class it was taken for", cols=4)
 
 
+def reasons(model: ConvNet, image: torch.Tensor, target: int, method: str = "layercam") -> np.ndarray:
+    """Why `image` was taken for `target`: the image, its gradient saliency and (with a conv layer) its
+    class activation map for that class, side by side, RGB in [0, 1] — each mistake in the report, the
+    CLI's gallery and the explorer's Evaluate view."""
+    return _with_reasons(model, image, as_drawn(image[None])[0], target, method if conv_layers(model) else None)
+
+
 def _with_reasons(model: ConvNet, image: torch.Tensor, shown: np.ndarray, target: int, cam: str | None) -> np.ndarray:
     """One mistake as RGB (H, W·3 + 2, 3): the image as drawn, its saliency and its CAM for `target`."""
     gray = display_image(image)

@@ -38,10 +38,14 @@ async function showCell(t, p, td) {
   try { cell = await api(`${runPath(state.run)}/cell?true=${t}&predicted=${p}&limit=60`); }
   catch (e) { showError($("#cell-title"), e); return; }
   $("#cell-title").textContent = `${cell.true} predicted as ${cell.predicted}: ${fmt(cell.count)} images` +
-    (cell.count > cell.images.length ? ` (the ${cell.images.length} surest shown)` : "");
+    (cell.count > cell.images.length ? ` (the ${cell.images.length} surest shown)` : "") +
+    (t !== p ? `, each with its gradient saliency and LayerCAM for ${cell.predicted}: where the model looked` : "");
+  const wrong = t !== p;           // a mistake shows why: its saliency and LayerCAM for the class it was taken for
+  $("#cell-gallery").classList.toggle("reasons", wrong);
   $("#cell-gallery").replaceChildren(...cell.images.map((im) => {
+    const src = wrong ? `${runPath(state.run)}/test/${im.index}/reasons.png?target=${p}` : `${runPath(state.run)}/test/${im.index}.png`;
     const fig = el("figure", { "data-index": im.index },
-      el("img", { src: `${runPath(state.run)}/test/${im.index}.png`, alt: `test image ${im.index}` }),
+      el("img", { src, loading: "lazy", alt: wrong ? `test image ${im.index}, its saliency and LayerCAM for ${cell.predicted}` : `test image ${im.index}` }),
       el("figcaption", { text: `#${im.index} ${(100 * im.probability).toFixed(0)}%` }));
     fig.addEventListener("click", () => { $("#test-index").value = im.index; showTab("inspect"); inspect({ index: im.index }); });
     return fig;
