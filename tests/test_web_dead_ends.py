@@ -28,7 +28,7 @@ def served(tmp_path_factory, small_run, small_data_dir):
     root = tmp_path_factory.mktemp("dead-ends")
     runs = root / "runs"
     shutil.copytree(small_run.path, runs / "small")
-    rc, out, err = run_cli("train", "--model", "conv8-pool-flatten-dense10", "--epochs", "1", "--no-report",
+    rc, _, err = run_cli("train", "--model", "conv8-pool-flatten-dense10", "--epochs", "1", "--no-report",
                            "--name", "other", "--runs-dir", str(runs), "--data-dir", str(small_data_dir))
     assert rc == 0, err
     shutil.copytree(small_run.path, runs / "empty")
