@@ -49,7 +49,9 @@ export async function refreshRuns(select = null) {
   const current = [select, state.run].find(known) || state.runs[0]?.name || null;
   const options = () => state.runs.map((r) => el("option", { value: r.name, text: r.name }));
   sel.replaceChildren(...(state.runs.length ? options() : [el("option", { value: "", text: "(no runs yet)" })]));
-  cmp.replaceChildren(el("option", { value: "", text: "(choose a run)" }), ...options());
+  const chosen = new Set([...cmp.selectedOptions].map((o) => o.value));
+  cmp.replaceChildren(...options());
+  for (const o of cmp.options) o.selected = chosen.has(o.value);
   cmp.dataset.run = "";
   drawRunsTable();
   if (current) await selectRun(current, false);
@@ -59,8 +61,10 @@ export async function refreshRuns(select = null) {
 function compareChoices(name) {
   const cmp = $("#compare-select");
   if (cmp.dataset.run === name) return;
-  for (const o of cmp.options) o.hidden = o.disabled = o.value === name;
-  if (cmp.value === name) cmp.value = "";
+  for (const o of cmp.options) {
+    o.hidden = o.disabled = o.value === name;
+    if (o.hidden) o.selected = false;
+  }
   cmp.dataset.run = name;
 }
 
@@ -83,8 +87,8 @@ export async function selectRun(name, reloadTab = true) {
 
 async function showComparison() {
   if (!state.detail) return;
-  const other = $("#compare-select").value;
-  const names = other && other !== state.run ? [state.run, other] : [state.run];
+  const others = [...$("#compare-select").selectedOptions].map((o) => o.value).filter((v) => v && v !== state.run);
+  const names = [state.run, ...others];                 // any number of runs overlaid (the API takes 16)
   const query = names.map((n) => `runs=${encodeURIComponent(n)}`).join("&");
   const shown = showPicture($("#curves"), names.length > 1 ? `/api/compare/curves.png?${query}`
     : `${runPath(state.run)}/curves.png?epochs=${state.detail.metrics.length}`);
