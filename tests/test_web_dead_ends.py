@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 from conftest import run_cli
-from test_report_browser import CHROMIUM, CHROMIUM_ARGS
+from test_report_browser import browser  # noqa: F401 (the module's Chromium, a fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -54,19 +54,8 @@ def served(tmp_path_factory, small_run, small_data_dir):
         proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def browser(served):
-    from playwright.sync_api import sync_playwright
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: apt-get install chromium (.ci/run does)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
-def page(browser, served):
+def page(browser, served):      # noqa: F811 (browser: the fixture imported above)
     pg = browser.new_page(viewport={"width": 1280, "height": 800})
     pg.errors = []
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
