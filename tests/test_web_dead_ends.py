@@ -284,11 +284,11 @@ def test_the_small_ones(page, served):
     page.click("nav button[data-tab=runs]")
     offered = page.eval_on_selector_all("#compare-select option", "os => os.filter(o => !o.hidden).map(o => o.value)")
     assert "small" not in offered and "other" in offered
-    page.select_option("#compare-select", ["other", "stopped"])      # any number of runs, overlaid
+    page.select_option("#compare-select", ["other", "empty"])        # any number of runs, overlaid
     page.wait_for_function("document.querySelectorAll('#compare-table tr').length === 4")
     compared = [r.split()[0] for r in page.locator("#compare-table tr").all_inner_texts()[1:]]
-    assert compared[0] == "small" and sorted(compared[1:]) == ["other", "stopped"]
-    page.wait_for_function("document.querySelector('#curves').src.includes('runs=stopped')")
+    assert compared[0] == "small" and sorted(compared[1:]) == ["empty", "other"]
+    page.wait_for_function("document.querySelector('#curves').src.includes('runs=empty')")
     # The lab: no upload yet is said, not replaced by a test image; a typed kernel is the kernel used.
     page.click("nav button[data-tab=lab]")
     page.wait_for_function("document.querySelector('#lab-arith').textContent.length > 0")
