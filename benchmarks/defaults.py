@@ -2,19 +2,19 @@
 
     .venv/bin/python benchmarks/defaults.py [--runs-dir /tmp/convlens-defaults]
 
-Each command runs as its own process; its peak resident memory comes from wait4's rusage
-of that very process. Writes results/defaults.json (RESULTS.md quotes it, with the machine).
+Each command runs as its own process; its peak resident memory is that process's own
+(benchmarks/measured.py). Writes results/defaults.json (RESULTS.md quotes it, with the machine).
 """
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import measured  # benchmarks/measured.py: a command's own peak RSS
 from convlens.bench import machine
 
 COMMANDS = [(f"seed, defaults, seed {s}", ["--seed", str(s)]) for s in range(3)] + [
@@ -30,16 +30,16 @@ def run(args: list[str], runs_dir: Path, name: str) -> dict:
     runs_dir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     with open(log, "w") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(p.pid, 0)       # this child's own rusage: its peak RSS
+        p, peak = measured.start(cmd, stdout=f, stderr=subprocess.STDOUT)   # its own peak RSS (measured.py)
+        p.wait()
     wall = time.perf_counter() - t
     out = log.read_text()
-    if os.waitstatus_to_exitcode(status):
+    if p.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed: {out.strip().splitlines()[-1:]}")
     results = json.loads((runs_dir / name / "results.json").read_text())
     return {"command": "convlens train " + " ".join(args), "test_accuracy": results["test_accuracy"],
             "train_time_s": results["train_time_s"], "epochs": results["epochs_run"], "process_wall_s": wall,
-            "peak_rss_mb": usage.ru_maxrss / 1024, "last_lines": out.strip().splitlines()[-4:]}
+            "peak_rss_mb": measured.peak_mb(peak), "last_lines": out.strip().splitlines()[-4:]}
 
 
 def main():

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+import measured  # benchmarks/measured.py: a command's own peak RSS
 from convlens import views
 from convlens.attribution import (
     METHODS,
@@ -48,14 +49,15 @@ def timed(args: list[str], log: Path) -> dict:
     """`convlens ARGS` in its own process: wall seconds and peak RSS."""
     cmd = [sys.executable, "-m", "convlens", *args]
     t = time.perf_counter()
+    before = os.times()
     with open(log, "w") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    if os.waitstatus_to_exitcode(status):
+        p, peak = measured.start(cmd, stdout=f, stderr=subprocess.STDOUT)
+        p.wait()
+    wall, after = time.perf_counter() - t, os.times()
+    if p.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{log.read_text()[-2000:]}")
-    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+    cpu = after.children_user + after.children_system - before.children_user - before.children_system
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(measured.peak_mb(peak))}
 
 
 def timings(run: Path, work: Path, repeats: int = 3) -> dict:

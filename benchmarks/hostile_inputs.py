@@ -1,6 +1,6 @@
 """Issue 15's attacks, run again as a user runs them: each a `convlens` command in its own process,
-its exit status, its last stderr line, its wall time and its peak memory (the process's own
-rusage, wait4). Every hostile input must be one line `convlens: error: …` (or a clean skip), in
+its exit status, its last stderr line, its wall time and its peak memory (the process's own:
+benchmarks/measured.py). Every hostile input must be one line `convlens: error: …` (or a clean skip), in
 under 10 s and under 1.5 GB.
 
     python benchmarks/hostile_inputs.py [OUT.json]      (needs the real Fashion-MNIST, as `make test`)
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import measured  # benchmarks/measured.py: a command's own peak RSS
 from convlens.bench import machine
 
 LIMIT_S, LIMIT_MB = 10.0, 1536
@@ -29,20 +30,17 @@ def convlens(*args, cwd: Path) -> dict:
     """Run `convlens ARGS`; exit status, last stderr line, seconds, peak RSS in MB of that process alone."""
     t0 = time.monotonic()
     with tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "convlens", *map(str, args)], cwd=cwd,
-                                stdout=subprocess.DEVNULL, stderr=stderr, text=True)
-        while True:                        # wait4, not poll: poll would reap the child and lose its rusage
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() - t0 > 60:
-                proc.kill()
-            time.sleep(0.01)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc, peak = measured.start([sys.executable, "-m", "convlens", *args], cwd=cwd,
+                                    stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            measured.stop(proc)
+            proc.wait()
         stderr.seek(0)
         err = stderr.read().strip().splitlines()
     return {"status": proc.returncode, "seconds": round(time.monotonic() - t0, 2),
-            "peak_mb": round(usage.ru_maxrss / 1024), "said": err[-1] if err else "", "lines": len(err)}
+            "peak_mb": round(measured.peak_mb(peak)), "said": err[-1] if err else "", "lines": len(err)}
 
 
 def idx_dir(root: Path, name: str, label: int = 1, dims=None, n: int = 10, test_side: int = 28) -> Path:
