@@ -138,6 +138,25 @@ def test_hovering_never_moves_the_maps_and_leaving_clears_the_panel(page):
     page.wait_for_function("document.querySelector('#arith').textContent.startsWith('Hover a pixel')")
 
 
+def test_every_map_has_its_colour_scale_and_says_its_value_under_the_pointer(page, served, small_run, real_data):
+    """A pooling map (no arithmetic to show) gives its value on hover, to 8-bit precision of the true one."""
+    from convlens import feature_maps
+    choose_run(page, "small")
+    page.click("nav button[data-tab=inspect]")
+    inspect_index(page, 0)
+    page.wait_for_selector("#layers canvas[data-layer=max_pooling2d_1]")
+    assert page.locator("#layers .legend").count() == 4                  # each spatial layer
+    pool = page.locator("#layers canvas[data-layer=max_pooling2d_1]").nth(3)
+    pool.scroll_into_view_if_needed()
+    box = pool.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 6.5 / 13, box["y"] + box["height"] * 4.5 / 13)   # pixel (4, 6)
+    page.wait_for_function("[...document.querySelectorAll('.readout')].some(r => r.textContent.startsWith('map 3 (4, 6)'))")
+    said = next(t for t in page.locator(".readout").all_text_contents() if t.startswith("map 3"))
+    maps = dict(feature_maps(small_run.load_model(), real_data.test_x[:1]))
+    truth = maps["max_pooling2d_1"][0, 3]
+    assert abs(float(said.split("≈ ")[1]) - float(truth[4, 6])) <= float(truth.max() - truth.min()) / 255 + 1e-3
+
+
 def test_the_model_diagram_keeps_shapes_and_parameter_counts_apart(page):
     choose_run(page, "small")
     page.click("nav button[data-tab=model]")

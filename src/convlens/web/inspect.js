@@ -55,12 +55,28 @@ export async function inspect(src) {
   showKernels();
 }
 
+// The colour scale of a layer's maps: each map runs from its own lowest value (dark) to its highest
+// (bright); the legend gives the span of the whole layer.
+function legend(maps) {
+  const bar = el("canvas", { width: 256, height: 1, class: "legend-bar" });
+  drawValues(bar, Uint8Array.from({ length: 256 }, (_, i) => i), 1, 256, "activation");
+  const lo = Math.min(...maps.min), hi = Math.max(...maps.max);
+  return el("span", { class: "legend" }, "lowest ", bar, ` highest of each map; this layer's values ${lo.toFixed(3)} to ${hi.toFixed(3)}`);
+}
+
+// A map value under the pointer, from its 8-bit picture: min + byte / 255 × (max − min).
+function readValue(maps, ch, bytes, w, [row, col]) {
+  return maps.min[ch] + (bytes[row * w + col] / 255) * (maps.max[ch] - maps.min[ch]);
+}
+
 function layerBox(layer) {
-  const box = el("div", { class: "layer" }, el("h3", { text: `${layer.name} (${layer.type})` }, el("small", { text: layer.shape })));
+  const readout = el("small", { class: "readout" });
+  const box = el("div", { class: "layer" }, el("h3", { text: `${layer.name} (${layer.type})` }, el("small", { text: layer.shape }), readout));
   if (!layer.maps) {
     box.append(el("div", { class: "values", text: layer.values.map((v) => v.toFixed(3)).join("  ") }));
     return box;
   }
+  box.append(legend(layer.maps));
   const [, h, w] = layer.maps.shape, grid = el("div", { class: "maps" });
   const scale = Math.max(1, Math.floor(128 / Math.max(h, w)));       // room for a thin outline of one pixel
   decodeMaps(layer.maps).forEach((m, ch) => {
@@ -70,6 +86,11 @@ function layerBox(layer) {
     cv.redraw();
     if (layer.kind === "conv") cv.addEventListener("click", () => showFilter(layer.name, ch, cv, inspectTest));
     else cv.addEventListener("click", () => enlarge(cv, `${layer.name}, map ${ch} (${h}×${w}); values ${layer.maps.min[ch].toFixed(3)} to ${layer.maps.max[ch].toFixed(3)}`));
+    cv.addEventListener("mousemove", (e) => {                 // every map: the value under the pointer
+      const at = cellAt(e, cv, h, w);
+      readout.textContent = `map ${ch} (${at[0]}, ${at[1]}) ≈ ${readValue(layer.maps, ch, m, w, at).toFixed(3)}`;
+    });
+    cv.addEventListener("mouseleave", () => { readout.textContent = ""; });
     if (layer.kind === "conv") {
       cv.addEventListener("mousemove", (e) => hoverPixel(cellAt(e, cv, h, w), layer.name, ch, cv, h, w));
       cv.addEventListener("mouseleave", clearArithmetic);
