@@ -52,21 +52,25 @@ def small_data_dir(tmp_path_factory, real_data):
 
 
 @contextmanager
-def serving(runs: Path, *args):
+def serving(runs: Path, *args, log: Path | None = None):
     """A real `convlens serve` over `runs` on a free port (extra ARGS given to it): yields its port, and
-    stops it afterwards (killed if a connection keeps it from stopping in 30 s)."""
+    stops it afterwards (killed if a connection keeps it from stopping in 30 s). log: a file that gets
+    what it prints."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    out = open(log, "wb") if log else subprocess.PIPE
     proc = subprocess.Popen([sys.executable, "-m", "convlens", "serve", "--runs-dir", str(runs), "--port", str(port),
-                             *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             *map(str, args)], stdout=out, stderr=subprocess.STDOUT)
+    if log:
+        out.close()                                 # the server holds its own copy
     deadline = time.monotonic() + 60
     while True:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/presets", timeout=2)
             break
         except OSError:
-            assert proc.poll() is None, proc.stdout.read().decode()
+            assert proc.poll() is None, log.read_text() if log else proc.stdout.read().decode()
             assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.2)
     try:

@@ -111,11 +111,11 @@ def test_a_damaged_run_is_a_json_400_naming_the_file(damaged, name):
 
 
 def test_an_unexpected_error_is_a_logged_json_500(damaged, monkeypatch, caplog):
-    import convlens.api
+    import convlens.views
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug\nsecond line")
-    monkeypatch.setattr(convlens.api, "summarize", broken)
+    monkeypatch.setattr(convlens.views, "summary_of", broken)
     r = damaged.get("/api/runs/good")
     assert r.status_code == 500 and r.headers["content-type"] == "application/json"
     assert r.json() == {"detail": "internal error: ZeroDivisionError: a bug"}

@@ -7,15 +7,12 @@ per run; and the small ones."""
 import http.client
 import json
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, serving
 from test_report_browser import browser  # noqa: F401 (the module's Chromium, a fixture)
 
 pytestmark = pytest.mark.slow
@@ -29,29 +26,13 @@ def served(tmp_path_factory, small_run, small_data_dir):
     runs = root / "runs"
     shutil.copytree(small_run.path, runs / "small")
     rc, _, err = run_cli("train", "--model", "conv8-pool-flatten-dense10", "--epochs", "1", "--no-report",
-                           "--name", "other", "--runs-dir", str(runs), "--data-dir", str(small_data_dir))
+                         "--name", "other", "--runs-dir", str(runs), "--data-dir", str(small_data_dir))
     assert rc == 0, err
     shutil.copytree(small_run.path, runs / "empty")
     (runs / "empty" / "model.safetensors").unlink()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = root / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "convlens", "serve", "--runs-dir", str(runs), "--port",
-                                 str(port), "--data-dir", str(small_data_dir)], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/presets", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, log.read_text()
-                time.sleep(0.2)
+    with serving(runs, "--data-dir", small_data_dir, log=log) as port:
         yield {"url": f"http://127.0.0.1:{port}", "port": port, "log": log, "runs": runs}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def run_entry(run) -> dict:
             "epochs_planned": 0 if imported else run.config.epochs, "test_accuracy": res.get("test_accuracy"),
             "state": "imported from Keras" if imported else "finished" if res and not res.get("interrupted")
             else "stopped" if res else "training or stopped", "created": run.record.get("created"),
-            "resumable": run.resumable, "params": summarize(run.model_info.spec, run.input_shape, len(run.classes)).total_params,
+            "resumable": run.resumable, "params": views.summary_of(run).total_params,
             "train_time_s": res.get("train_time_s")}
 
 
@@ -140,7 +140,7 @@ def mtime(path) -> float:
 @runs_api.get("/api/runs/{name}")
 def run_detail(name: Name, ex=Depends(explorer)):
     run = ex.run(name)
-    s = summarize(run.model_info.spec, run.input_shape, len(run.classes))
+    s = views.summary_of(run)
     return {"name": run.name, "config": {**run.config.to_json(), **run.record}, "model": run.model_info.to_json(),
             "metrics": run.metrics, "results": run.results, "summary": s.to_dict()}
 

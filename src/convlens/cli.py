@@ -98,7 +98,7 @@ def _interrupted(path, epochs_done: int) -> ConvlensError | None:
 def cmd_summary(args) -> None:
     if is_run(args.model, args.runs_dir):
         run = open_run(args.model, args.runs_dir)
-        s = summarize(run.model_info.spec, run.input_shape, len(run.classes))
+        s = views.summary_of(run)
         return say(json.dumps(s.to_dict(), indent=2) if args.json else "\n".join(views.run_summary(run)))
     h, w = parse_image_size(args.image_size)
     s = summarize(args.model, (args.channels, h, w), args.classes)

@@ -83,9 +83,8 @@ class Jobs:
             if not run.resumable:
                 raise JobError(f"run {run.name} has nothing to resume: "
                                + ("it has finished" if run.results else "it has no checkpoint"))
-            where = [["--data-dir", self.data_dir]] if self.data_dir else []
             argv = ["--resume", run.name, "--runs-dir", str(run.path.parent), "--device", self.device,
-                    *(flag for pair in where for flag in pair)]
+                    *(["--data-dir", self.data_dir] if self.data_dir else [])]
             job = self._launch(run.name, run.config.model, run.config.epochs, argv, done=len(run.metrics))
         return job
 

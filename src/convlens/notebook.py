@@ -30,7 +30,7 @@ from .inspect import FilterGrid, KernelSet, LayerMaps
 from .models import shape_text
 from .report import Html, esc, figure_html, img_tag, paragraph, pre, table_html
 from .runs import Run
-from .summary import Summary, summarize
+from .summary import Summary
 
 # ---------------------------------------------------------------------------
 # What each of convlens's types looks like in a notebook
@@ -59,7 +59,7 @@ def run_html(run: Run) -> str:
         body += figure_html(views.curves_figure([run]), "Training (solid) and validation (dashed) curves.",
                             width=720)
     else:                                                # imported: no curves, so the model it brought
-        body += summary_html(summarize(run.model_info.spec, run.input_shape, len(run.classes)))
+        body += summary_html(views.summary_of(run))
     return head + body
 
 

@@ -27,7 +27,6 @@ from .evaluate import Evaluation, evaluate
 from .files import write_atomic
 from .models import ConvNet, conv_layers, shape_text
 from .runs import Run
-from .summary import summarize
 
 # No network, no script: images only from data: URLs, styles only from the <style> element.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -175,7 +174,7 @@ def render_report(title: str, subtitle: str, sections: Sequence[Section]) -> str
 
 def _model_section(run: Run) -> Section:
     """The model, with the arithmetic behind every parameter count."""
-    s = summarize(run.model_info.spec, run.input_shape, len(run.classes))
+    s = views.summary_of(run)
     rows = [[l.name, l.type, l.spec.token, shape_text(l.out_shape), f"{l.params:,}", l.arithmetic, f"{l.mult_adds:,}"]
             for l in s.layers]
     body = table_html(["layer", "type", "token", "output", "params", "why that many", "mult-adds"], rows,

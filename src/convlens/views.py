@@ -37,7 +37,7 @@ from .inspect import (
 from .models import ConvNet, conv_layers
 from .plotting import overlay_rgb, side_by_side
 from .runs import Run
-from .summary import summarize
+from .summary import Summary, summarize
 
 INVERT = {"auto": None, "yes": True, "no": False}   # --invert / the explorer's choice: None decides by the border
 
@@ -98,9 +98,14 @@ def run_precision(run: Run, device: torch.device, precision: str = "run") -> tor
     return pick_precision(run.test_precision if precision == "run" else precision, device)
 
 
+def summary_of(run: Run) -> Summary:
+    """A run's layer table: what `convlens summary RUN`, the report, the notebook and the explorer show."""
+    return summarize(run.model_info.spec, run.input_shape, len(run.classes))
+
+
 def run_summary(run: Run) -> list[str]:
     """`convlens summary RUN`: the model's table, and for an imported model where it came from."""
-    lines = [summarize(run.model_info.spec, run.input_shape, len(run.classes)).text()]
+    lines = [summary_of(run).text()]
     imported = run.record.get("imported")
     if imported:
         lines.append(f"Imported from {imported.get('from')} (Keras {imported.get('keras_version')}, "
@@ -131,9 +136,8 @@ def mistakes_gallery(ev: Evaluation, test_x, k: int = 24, model: ConvNet | None 
     images = as_drawn(test_x[torch.as_tensor(worst, dtype=torch.long)]) if len(worst) else np.zeros((0, 1, 1))
     if model is None or not len(worst):
         return figures.gallery(images, captions, "most confidently misclassified test images")
-    cam = method if conv_layers(model) else None
-    tiles = [_with_reasons(model, test_x[int(i)], shown, int(ev.predictions[i]), cam) for i, shown in zip(worst, images)]
-    what = f"saliency and {CAM_NAMES[cam]}" if cam else "saliency"
+    tiles = [reasons(model, test_x[int(i)], int(ev.predictions[i]), method) for i in worst]
+    what = f"saliency and {CAM_NAMES[method]}" if conv_layers(model) else "saliency"
     return figures.gallery(np.stack(tiles), captions, f"most confidently misclassified test images, each with the "
                            f"{what} of the class it was taken for", cols=4)
 
@@ -142,16 +146,11 @@ def reasons(model: ConvNet, image: torch.Tensor, target: int, method: str = "lay
     """Why `image` was taken for `target`: the image, its gradient saliency and (with a conv layer) its
     class activation map for that class, side by side, RGB in [0, 1] — each mistake in the report, the
     CLI's gallery and the explorer's Evaluate view."""
-    return _with_reasons(model, image, as_drawn(image[None])[0], target, method if conv_layers(model) else None)
-
-
-def _with_reasons(model: ConvNet, image: torch.Tensor, shown: np.ndarray, target: int, cam: str | None) -> np.ndarray:
-    """One mistake as RGB (H, W·3 + 2, 3): the image as drawn, its saliency and its CAM for `target`."""
-    gray = display_image(image)
+    gray, shown = display_image(image), as_drawn(image[None])[0]
     plain = shown / 255.0 if shown.ndim == 3 else np.repeat(gray[..., None], 3, axis=2)
     tiles = [plain, overlay_rgb(gray, saliency(model, image, target))]
-    if cam:
-        tiles.append(overlay_rgb(gray, grad_cam(model, image, target, method=cam).cam))
+    if conv_layers(model):
+        tiles.append(overlay_rgb(gray, grad_cam(model, image, target, method=method).cam))
     return side_by_side(tiles)
 
 
