@@ -65,7 +65,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path, stop_at):
     whole = train(config(tmp_path, "whole", batch_size=32), data=data)
     steps = []
 
-    def on_step(done, total):
+    def on_step(done, total, logs):
         steps.append(done)
         if len(steps) == stop_at:
             os.kill(os.getpid(), signal.SIGINT)
@@ -95,7 +95,7 @@ def test_resume_keeps_early_stopping_state(tmp_path):
     assert whole.results["stopped_early"]
     count = []
 
-    def on_step(done, total):
+    def on_step(done, total, logs):
         count.append(done)
         if len(count) == 9:
             os.kill(os.getpid(), signal.SIGINT)

@@ -19,11 +19,11 @@ FLOORS = [
     ["registry", "dataref", "sources", "userdata", "folders", "kerasfile", "config", "datasets", "runs", "checkpoint"],
     # 3 work: training, evaluation, inspection, attribution, comparison, export
     ["loop", "train", "tblog", "evaluate", "inspect", "attribution", "sanity", "faithfulness", "features", "compare",
-     "export", "kerasimport"],
+     "export", "kerasimport", "probe"],
     # 4 views: what each verb shows, built once for the CLI, the report and the explorer
     ["views", "explanations", "feature_views", "progress"],
     # 5 faces: the command line, the report, the notebook, the web explorer, the benchmark
-    ["cli", "cli_args", "report", "notebook", "server", "guards", "api", "explain_api", "explorer", "jobs", "bench",
+    ["cli", "cli_args", "report", "notebook", "server", "guards", "api", "explain_api", "explorer", "jobs", "bench", "watch_api",
      "bench_keras"],
 ]
 TOP = {"__init__", "__main__"}     # the public API and `python -m convlens`: nothing imports them

@@ -40,7 +40,7 @@ def test_a_resumed_run_logs_each_epoch_once(tmp_path):
     data = synthetic()
     steps = []
 
-    def on_step(done, total):
+    def on_step(done, total, logs):
         steps.append(done)
         if len(steps) == 4 * 2 + 1:                     # into epoch 3 (4 steps of 64 an epoch)
             os.kill(os.getpid(), signal.SIGINT)

@@ -1,6 +1,8 @@
+import base64
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,8 +10,10 @@ from convlens import TrainConfig, build_model, fit, open_run, train
 from convlens.compare import overfitting_note
 from convlens.config import RECIPES
 from convlens.datasets import Dataset
-from convlens.errors import ConvlensError
+from convlens.errors import ConvlensError, DataError
+from convlens.inspect import activations
 from convlens.loop import lr_at
+from convlens.probe import probe_epochs, read_snapshot
 
 
 def synthetic(n=512, seed=0) -> Dataset:
@@ -37,7 +41,7 @@ def test_train_writes_a_complete_run(tmp_path):
                 data=synthetic())
     files = sorted(p.name for p in run.path.iterdir())
     assert files == [".lock", "checkpoint.prev.safetensors", "checkpoint.safetensors", "config.json", "metrics.jsonl",
-                     "model.json", "model.safetensors", "results.json"]
+                     "model.json", "model.safetensors", "probe", "results.json"]
     cfg = json.loads((run.path / "config.json").read_text())
     assert cfg["spec"] == "conv8-pool-flatten-dense2" and cfg["versions"]["torch"].startswith("2.13")
     assert cfg["settings"]["batch_size"] == RECIPES["fast"].batch_size
@@ -77,7 +81,7 @@ def test_early_stopping_restores_the_best_weights():
 def test_interrupt_keeps_what_was_trained(tmp_path):
     calls = []
 
-    def on_step(done, total):
+    def on_step(done, total, logs):
         calls.append(done)
         if len(calls) == total + 3:     # a few steps into epoch 2
             raise KeyboardInterrupt
@@ -86,6 +90,51 @@ def test_interrupt_keeps_what_was_trained(tmp_path):
     assert run.results["interrupted"] and run.results["epochs_run"] == 1
     assert run.results["stopped_at"] == [2, 3]            # epoch 2, three steps into it
     assert (run.path / "model.safetensors").exists()
+
+
+def test_step_logs_are_the_epochs_running_means(tmp_path):
+    """on_step's logs, read at the last step of an epoch, are the epoch's loss and accuracy that the
+    epoch's record then reports; the lr is the schedule's."""
+    seen = []
+    run = train(TrainConfig(model="conv8-pool-flatten-dense2", epochs=2, runs_dir=str(tmp_path), name="logs"),
+                data=synthetic(), on_step=lambda done, total, logs: seen.append((done, total, dict(logs))))
+    total = seen[0][1]
+    ends = [logs for done, _, logs in seen if done == total]
+    for rec, logs in zip(run.metrics, ends):
+        assert logs["loss"] == pytest.approx(rec["loss"], rel=1e-6)
+        assert logs["accuracy"] == pytest.approx(rec["accuracy"], rel=1e-6)
+    assert all(0 < logs["lr"] < 1 for _, _, logs in seen) and len({round(l["lr"], 9) for *_, l in seen}) > 3
+    assert set(seen[0][2]) == {"loss", "accuracy", "lr"}
+
+
+def test_probe_keeps_the_maps_of_every_epoch_as_the_finished_model_computes_them(tmp_path):
+    """probe/epoch-NNNN.json for the untrained network and each epoch; the last one's maps, taken while
+    the model still trained on normalised pixels, equal the finished (normalisation-folded) model's."""
+    data = synthetic()
+    run = train(TrainConfig(model="conv8-pool-conv4-flatten-dense2", epochs=2, runs_dir=str(tmp_path), name="p",
+                            probe=3), data=data)
+    assert probe_epochs(run.path) == [0, 1, 2]
+    snap = read_snapshot(run.path, 2)
+    assert snap["index"] == 3 and [l["name"] for l in snap["layers"]] == ["conv2d_1", "conv2d_2"]
+    final = {l.name: l.output for l in activations(run.load_model(), data.test_x[3])}
+    for layer in snap["layers"]:
+        m = layer["maps"]
+        lo, hi = np.array(m["min"])[:, None], np.array(m["max"])[:, None]
+        got = lo + np.frombuffer(base64.b64decode(m["data"]), np.uint8).reshape(len(lo), -1) / 255 * (hi - lo)
+        want = final[layer["name"]].reshape(len(lo), -1)
+        assert np.abs(got - want).max() <= (hi - lo).max() / 255 / 2 + 1e-4
+    assert sum(snap["probabilities"]) == pytest.approx(1, abs=1e-4) and snap["classes"] == list(data.classes)
+    assert read_snapshot(run.path, 0)["probabilities"] != snap["probabilities"]
+
+
+def test_probe_index_is_checked_before_anything_is_written(tmp_path):
+    with pytest.raises(DataError, match="no test image 512"):
+        train(TrainConfig(model="conv8-pool-flatten-dense2", epochs=1, runs_dir=str(tmp_path), probe=512),
+              data=synthetic())
+    assert not any(tmp_path.iterdir())
+    run = train(TrainConfig(model="conv8-pool-flatten-dense2", epochs=1, runs_dir=str(tmp_path), probe=-1),
+                data=synthetic())
+    assert probe_epochs(run.path) == [] and not (run.path / "probe").exists()
 
 
 def test_overfitting_note_names_the_epoch():

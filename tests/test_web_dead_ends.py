@@ -288,7 +288,10 @@ def test_the_small_ones(page, served):
     page.wait_for_function("document.querySelectorAll('#compare-table tr').length === 4")
     compared = [r.split()[0] for r in page.locator("#compare-table tr").all_inner_texts()[1:]]
     assert compared[0] == "small" and sorted(compared[1:]) == ["empty", "other"]
-    page.wait_for_function("document.querySelector('#curves').src.includes('runs=empty')")
+    page.wait_for_function("document.querySelector('#curves').dataset.runs === 'small,other,empty'"
+                           " || document.querySelector('#curves').dataset.runs === 'small,empty,other'")
+    legend = page.text_content("#curves .chart-legend")
+    assert "small train" in legend and "other train" in legend and "empty train" in legend
     # The lab: no upload yet is said, not replaced by a test image; a typed kernel is the kernel used.
     page.click("nav button[data-tab=lab]")
     page.wait_for_function("document.querySelector('#lab-arith').textContent.length > 0")

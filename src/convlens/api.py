@@ -28,7 +28,7 @@ from .config import TrainConfig
 from .convolution import KERNEL_DESCRIPTIONS, NAMED_KERNELS, convolution_lab
 from .errors import ConvlensError
 from .images import MAX_FILE_BYTES
-from .inspect import activations, conv_arithmetic_at, kernels, misclassified
+from .inspect import activations, conv_arithmetic_at, encode_maps, kernels, misclassified
 from .models import conv_layers, receptive_field
 from .plotting import COLORMAPS, colormap_table
 from .runs import delete_run, rename_run
@@ -42,6 +42,7 @@ ImageId = Query(None, max_length=64, description="an uploaded image instead")
 Invert = Query("auto", pattern=f"^({'|'.join(views.INVERT)})$")
 Cam = Query("layercam", pattern=f"^({'|'.join(CAM_METHODS)})$")
 log = logging.getLogger("convlens.server")
+MAX_VALUES = 4096              # a flat layer's values sent (flatten of the seed: 1,600)
 
 
 def explorer(request: Request):
@@ -50,17 +51,6 @@ def explorer(request: Request):
 
 def jobs(request: Request):
     return request.app.state.jobs
-
-
-def encode_maps(a: np.ndarray) -> dict:
-    """A float array (C, H, W) as per-channel min/max and base64 uint8 — a tenth of the JSON of floats."""
-    a = np.asarray(a, dtype=np.float32)
-    flat = a.reshape(a.shape[0], -1)
-    lo, hi = flat.min(1), flat.max(1)
-    scaled = (flat - lo[:, None]) / np.where(hi > lo, hi - lo, 1)[:, None]
-    data = np.round(scaled * 255).astype(np.uint8)
-    return {"shape": list(a.shape), "min": lo.tolist(), "max": hi.tolist(),
-            "data": base64.b64encode(data.tobytes()).decode()}
 
 
 def encode_image(image: torch.Tensor) -> dict:
@@ -112,7 +102,7 @@ def run_entry(run) -> dict:
             "state": "imported from Keras" if imported else "finished" if res and not res.get("interrupted")
             else "stopped" if res else "training or stopped", "created": run.record.get("created"),
             "resumable": run.resumable, "params": views.summary_of(run).total_params,
-            "train_time_s": res.get("train_time_s")}
+            "train_time_s": res.get("train_time_s"), "report": (run.path / "report.html").is_file()}
 
 
 @runs_api.get("/api/runs")
@@ -230,7 +220,7 @@ def inspection(run, model, looked: views.Looked, k: int, cam: str) -> dict:
         if layer.output.ndim == 3:
             entry["maps"] = encode_maps(layer.output)
         else:
-            entry["values"] = layer.output[:256].round(5).tolist()
+            entry["values"], entry["values_total"] = layer.output[:MAX_VALUES].round(5).tolist(), int(layer.output.size)
         layers.append(entry)
     ex = views.explain(model, looked.image, run.classes, cam, k, need_cam=False)
     return {"label": looked.label, "true": looked.true,

@@ -89,6 +89,8 @@ class TrainConfig:
                                    "(a little slower)", bool)
     tensorboard: bool = _setting(False, "also write TensorBoard event files to RUN/tensorboard (scalars, "
                                  "histograms, images)", bool)
+    probe: int = _setting(0, "test image whose feature maps and prediction are kept after every epoch, for the "
+                          "explorer to show the filters forming (default %(default)s; -1: none)", int, metavar="INDEX")
     runs_dir: str = _setting("runs", "where runs live (default %(default)s)")
     name: str | None = _setting(None, "run name (default: MODEL-DATE-TIME)", optional=True)
 
@@ -131,6 +133,8 @@ class TrainConfig:
             raise ConvlensError(f"--threads must be 0 (one per core) to {MAX_THREADS}, got {self.threads}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ConvlensError(f"--seed must be 0 to {MAX_SEED:,} (NumPy's seed range), got {self.seed}")
+        if self.probe < -1:
+            raise ConvlensError(f"--probe must be a test image's index, or -1 for none; got {self.probe}")
         if self.name is not None:
             check_name(self.name)
 

@@ -9,6 +9,7 @@ Images come in as the dataset and `load_image` give them: uint8 (C, H, W), or a 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +50,17 @@ def activations(model: ConvNet, image: torch.Tensor) -> list[LayerMaps]:
         outs = model.layer_outputs(x)
     return [LayerMaps(i, info.name, info.type, info.spec.kind, shape_text(info.out_shape), to_numpy(out[0]))
             for i, (info, out) in enumerate(zip(model.infos, outs))]
+
+
+def encode_maps(a: np.ndarray) -> dict:
+    """A float array (C, H, W) as per-channel min/max and base64 uint8 — a tenth of the JSON of floats."""
+    a = np.asarray(a, dtype=np.float32)
+    flat = a.reshape(a.shape[0], -1)
+    lo, hi = flat.min(1), flat.max(1)
+    scaled = (flat - lo[:, None]) / np.where(hi > lo, hi - lo, 1)[:, None]
+    data = np.round(scaled * 255).astype(np.uint8)
+    return {"shape": list(a.shape), "min": lo.tolist(), "max": hi.tolist(),
+            "data": base64.b64encode(data.tobytes()).decode()}
 
 
 # ---------------------------------------------------------------------------
@@ -166,6 +178,39 @@ def conv_arithmetic_at(model: ConvNet, image: torch.Tensor, layer: int | str, ch
     value = pre if f is None else float(f(torch.tensor(pre, dtype=torch.float64)))
     return ConvArithmetic(info.name, "input" if i == 0 else model.infos[i - 1].name, channel, row, col,
                           (r0 - top, c0 - left), s, info.pads, patch, kernel, products, total, bias, pre, act, value)
+
+
+@dataclass
+class PoolWinners:
+    layer: str                 # max_pooling2d_1
+    input_from: str            # the layer whose map is pooled
+    channel: int
+    size: int                  # the window, size × size, moved by stride
+    stride: int
+    before: np.ndarray         # float32 (H, W): the pooled map
+    after: np.ndarray          # float32 (h, w): the pooling layer's map
+    winners: np.ndarray        # int (h, w, 2): the (row, col) in `before` that each window's max came from
+
+
+def pool_winners(model: ConvNet, image: torch.Tensor, layer: str, channel: int) -> PoolWinners:
+    """Which pixel of each window won a max-pooling layer's map `channel` (ties: the first, as torch)."""
+    found = [(i, info) for i, info in enumerate(model.infos) if info.name == layer]
+    if not found or found[0][1].spec.kind != "maxpool":
+        pools = [info.name for info in model.infos if info.spec.kind == "maxpool"]
+        raise ConvlensError(f"{layer!r} is not a max-pooling layer; the model's are: {', '.join(pools) or 'none'}")
+    i, info = found[0]
+    _check_channel(info, channel, "map")
+    x = model_input(model, image)[:1]
+    with eval_mode(model), torch.no_grad():
+        outs = model.layer_outputs(x)
+    before = (x if i == 0 else outs[i - 1])[0, channel]                     # (H, W)
+    top, bottom, left, right = info.pads
+    padded = F.pad(before[None, None], (left, right, top, bottom), value=float("-inf"))
+    after, where = F.max_pool2d(padded, info.spec.units, info.spec.stride, return_indices=True)
+    width = padded.shape[-1]
+    winners = torch.stack((where[0, 0] // width - top, where[0, 0] % width - left), dim=-1)
+    return PoolWinners(info.name, "input" if i == 0 else model.infos[i - 1].name, channel, info.spec.units,
+                       info.spec.stride, to_numpy(before), to_numpy(after[0, 0]), winners.cpu().numpy())
 
 
 # ---------------------------------------------------------------------------

@@ -40,17 +40,28 @@ class Job:
     step: int = 0                         # step within the epoch in progress
     steps: int = 0                        # steps per epoch
     metrics: list[dict] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)   # running loss, accuracy, lr every ~1 % of an epoch
     results: dict | None = None
     error: str | None = None
     log: deque = field(default_factory=lambda: deque(maxlen=40))
     started: float = field(default_factory=time.time)
     stop_requested: bool = False
+    begun: bool = False                   # the run's folder is there (its "start" event came)
+
+    MAX_POINTS = 2000      # past it every other point goes: a 200-epoch run stays a small answer
+
+    def add_point(self, event: dict) -> None:
+        """One step event on the curve, at x = epochs done (fractional): 1.5 is half-way through epoch 2."""
+        x = event.get("epoch", 1) - 1 + event.get("step", 0) / max(1, event.get("steps", 1))
+        self.curve.append({"x": round(x, 4), **{k: event[k] for k in ("loss", "accuracy", "lr") if k in event}})
+        if len(self.curve) > self.MAX_POINTS:
+            self.curve = self.curve[::2]
 
     def to_dict(self) -> dict:
         return {"id": self.id, "run": self.run, "model": self.model, "epochs": self.epochs, "state": self.state,
-                "epoch": self.epoch, "step": self.step, "steps": self.steps, "metrics": self.metrics,
+                "epoch": self.epoch, "step": self.step, "steps": self.steps, "metrics": self.metrics, "curve": self.curve,
                 "results": self.results, "error": self.error, "log": list(self.log),
-                "stopping": self.stop_requested and self.state == "running",
+                "stopping": self.stop_requested and self.state == "running", "begun": self.begun,
                 "elapsed_s": round(time.time() - self.started, 1)}
 
 
@@ -124,8 +135,11 @@ class Jobs:
                         job.error = line.removeprefix("convlens: error:").strip()
                 continue
             kind = event.pop("event", None)
+            job.begun = job.begun or kind == "start"
             if kind == "step":
                 job.step, job.steps = event.get("step", 0), event.get("steps", 0)
+                if "loss" in event:
+                    job.add_point(event)
             elif kind == "epoch":
                 job.metrics.append(event)
                 job.epoch, job.step = event.get("epoch", job.epoch), 0

@@ -15,6 +15,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +28,15 @@ from .checkpoint import Checkpoint, Progress, restore, save_checkpoint
 from .config import Recipe, TrainConfig
 from .datasets import Dataset, batches, on_device, stats_sample
 from .distributed import SINGLE, Cluster, all_sum, any_rank, lost
-from .engine import autocast, channel_stats, device_of, loss_and_accuracy, normalizer, predict_logits, to_input
+from .engine import (
+    autocast,
+    channel_stats,
+    device_of,
+    loss_and_accuracy,
+    normalizer,
+    predict_logits,
+    to_input,
+)
 from .errors import RunError
 from .models import ConvNet
 
@@ -64,6 +73,14 @@ def can_fold_normalization(model: ConvNet) -> bool:
     if first.kind == "conv":
         return infos[0].pads == (0, 0, 0, 0) and first.bias
     return first.kind == "flatten" and len(infos) > 1 and infos[1].spec.kind == "dense" and infos[1].spec.bias
+
+
+def input_stats(model: ConvNet, data: Dataset, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The per-channel (mean, std) the model trains on ((pixel / 255 - mean) / std), or None: the
+    recipe does not normalise, or it could not be folded into this model's first layer."""
+    if config.settings.normalize and can_fold_normalization(model):
+        return channel_stats(stats_sample(data.train_x, STATS_SAMPLE, config.seed))
+    return None
 
 
 @torch.no_grad()
@@ -112,7 +129,7 @@ class StopRequest:
 def fit(model: ConvNet, data: Dataset, config: TrainConfig, precision: torch.dtype = torch.float32,
         run_dir: Path | None = None, resume: Checkpoint | None = None, cluster: Cluster = SINGLE,
         on_epoch: Callable[[dict], None] | None = None,
-        on_step: Callable[[int, int], None] | None = None) -> Progress:
+        on_step: Callable[[int, int, StepLogs], None] | None = None) -> Progress:
     """Train `model` in place on data.train, validating on data.val after each epoch; the final Progress.
 
     config: the recipe's settings, epochs, seed, early stopping (stops after that many epochs
@@ -121,6 +138,8 @@ def fit(model: ConvNet, data: Dataset, config: TrainConfig, precision: torch.dty
     there at the start, after every epoch, every checkpoint_every steps and when stopped; resume:
     a checkpoint to go on from. Ctrl-C ends training after the current step; what was trained is
     kept. cluster: the processes of a torchrun launch; each takes its share of every batch.
+    on_step(done, steps, logs) after every step, as Keras's on_train_batch_end: logs["loss"],
+    logs["accuracy"] (the epoch's running means so far) and logs["lr"], read only when asked.
     """
     loop, r = _Loop(model, data, config, precision, run_dir, resume, cluster), config.settings
     p, stopping = loop.p, False
@@ -140,7 +159,7 @@ def fit(model: ConvNet, data: Dataset, config: TrainConfig, precision: torch.dty
                     loop.schedule()                                                        # 5. schedule
                     loop.log(logits, loss, y)                                              # 6. log
                     if on_step:
-                        on_step(p.step_in_epoch, loop.steps_per_epoch)
+                        on_step(p.step_in_epoch, loop.steps_per_epoch, StepLogs(loop))
                     stopping = loop.stop_asked(stop)
                     if loop.checkpoint_due(stopping):
                         p.epoch_time_s += time.perf_counter() - t0   # checkpoint writes are not training time
@@ -164,6 +183,33 @@ def fit(model: ConvNet, data: Dataset, config: TrainConfig, precision: torch.dty
     return loop.finish()
 
 
+class StepLogs(Mapping):
+    """The running figures of the epoch so far, computed when read: reading them waits for the
+    device, so a callback that looks every ~1 % of an epoch costs a GPU nothing at the other steps."""
+
+    KEYS = ("loss", "accuracy", "lr")
+
+    def __init__(self, loop: "_Loop"):
+        self._loop = loop
+
+    def __getitem__(self, key: str) -> float:
+        loop = self._loop             # images this process saw this epoch (its share, under torchrun)
+        seen = max(1, min(loop.p.step_in_epoch * loop.r.batch_size, loop.n_used) // loop.cluster.world)
+        if key == "loss":
+            return loop.loss_sum.item() / seen
+        if key == "accuracy":
+            return loop.correct.item() / seen
+        if key == "lr":
+            return loop.opt.param_groups[0]["lr"]
+        raise KeyError(key)
+
+    def __iter__(self):
+        return iter(self.KEYS)
+
+    def __len__(self) -> int:
+        return len(self.KEYS)
+
+
 class _Loop:
     """The moving parts of one fit: optimizer, data order, running sums, normalisation, checkpoints."""
 
@@ -178,10 +224,8 @@ class _Loop:
                                               else None)
         self.forward = torch.compile(forward) if config.compile else forward
         self.x_train, self.y_train = on_device(data.train_x, self.device), data.train_y.to(self.device)
-        self.norm, self.stats = None, None
-        if self.r.normalize and can_fold_normalization(model):
-            self.stats = channel_stats(stats_sample(data.train_x, STATS_SAMPLE, config.seed))
-            self.norm = normalizer(*self.stats, self.device)
+        self.stats = input_stats(model, data, config)
+        self.norm = normalizer(*self.stats, self.device) if self.stats is not None else None
         n, bs = len(self.y_train), self.r.batch_size
         # Several processes: whole batches only (a short last batch could leave a rank with no image).
         self.n_used = n - n % bs if cluster.active and n >= bs else n

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 
 from .summary import summarize
 
@@ -61,7 +62,13 @@ class TrainingProgress:
         self.path = self.data = None            # known once training begins
         self.mode = ("bar" if sys.stdout.isatty() else "lines") if mode == "auto" else mode
         if self.mode == "bar":
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False)
             self.bar.start()
@@ -80,9 +87,10 @@ class TrainingProgress:
         if self.mode == "json":
             say(json.dumps({"event": kind, **fields}))
 
-    def step(self, done: int, total: int) -> None:
+    def step(self, done: int, total: int, logs: Mapping | None = None) -> None:
         if self.mode == "json" and (done % max(1, total // 100) == 0 or done == total):
-            self.event("step", epoch=self.done + 1, step=done, steps=total)
+            running = {k: round(v, 6) for k, v in (logs or {}).items()}     # the epoch's running loss, accuracy; lr
+            self.event("step", epoch=self.done + 1, step=done, steps=total, **running)
         if not self.bar:
             return
         if self.task is None:

@@ -31,6 +31,7 @@ from .api import evaluate_api, inspect_api, lab_api, runs_api, train_api
 from .engine import pick_device
 from .errors import ConvlensError, RunError, SpecError
 from .explain_api import check_api, features_api
+from .watch_api import watch_api
 from .explorer import Explorer
 from .guards import KEEP_ALIVE_S, BodyGuard, FiniteJSON, HostCheck, InternalErrors, TimedH11
 from .images import MAX_FILE_BYTES
@@ -104,7 +105,7 @@ def create_app(runs_dir: str | Path = "runs", data_dir: str | None = None, devic
     app.add_middleware(HostCheck, host=host)
     app.add_exception_handler(ConvlensError, convlens_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    for router in (runs_api, evaluate_api, inspect_api, lab_api, train_api, check_api, features_api):
+    for router in (runs_api, evaluate_api, inspect_api, lab_api, train_api, check_api, features_api, watch_api):
         app.include_router(router)
     app.add_api_route("/", lambda: FileResponse(WEB / "index.html"), include_in_schema=False)
     app.mount("/static", StaticFiles(directory=WEB), name="static")

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -24,17 +25,41 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .checkpoint import LATEST, PREVIOUS, Checkpoint, Progress, load_checkpoint, nothing_to_resume
+from .checkpoint import (
+    LATEST,
+    PREVIOUS,
+    Checkpoint,
+    Progress,
+    load_checkpoint,
+    nothing_to_resume,
+)
 from .compare import overfitting_note
 from .config import TrainConfig
 from .datasets import Dataset, training_data
 from .distributed import Cluster, barrier, broadcast_name, from_env, join, leave
-from .engine import confusion_counts, cores, loss_and_accuracy, pick_device, pick_precision, predict_logits, set_threads
+from .engine import (
+    confusion_counts,
+    cores,
+    loss_and_accuracy,
+    pick_device,
+    pick_precision,
+    predict_logits,
+    set_threads,
+)
 from .errors import ConvlensError, DataError, RunError
 from .files import read_json, write_atomic, write_json
-from .loop import fit, init_weights
+from .loop import fit, init_weights, input_stats
 from .models import ConvNet, build_model
-from .runs import ModelInfo, Run, RunLock, new_run_dir, open_run, resolve_run, save_weights
+from .probe import probe_epochs, snapshot, write_snapshot
+from .runs import (
+    ModelInfo,
+    Run,
+    RunLock,
+    new_run_dir,
+    open_run,
+    resolve_run,
+    save_weights,
+)
 from .tblog import TensorBoardLog
 from .versions import versions
 
@@ -51,7 +76,7 @@ class Start:
 
 OnStart = Callable[[Start], None]
 OnEpoch = Callable[[dict], None]
-OnStep = Callable[[int, int], None]
+OnStep = Callable[[int, int, Mapping], None]    # done, steps, running logs (loop.StepLogs)
 
 
 def _setup(config: TrainConfig, threads: int, cluster: Cluster) -> tuple[torch.device, torch.dtype, int]:
@@ -86,12 +111,15 @@ def _check_new_run(config: TrainConfig) -> None:
         new_run_dir(config.runs_dir, config.name, config.model, dry_run=True)
 
 
-def _check_data(data: Dataset) -> None:
+def _check_data(data: Dataset, config: TrainConfig) -> None:
     if not len(data.train_y):
         raise DataError(f"{data.name}: no training images")
     if not len(data.test_y):
         raise DataError(f"{data.name}: no test images to score the trained model on (an image folder with a test "
                         "share of 0: give each class more images, or train/ and test/ folders)")
+    if config.probe >= len(data.test_y):
+        raise DataError(f"--probe {config.probe}: no test image {config.probe}; the test set has "
+                        f"{len(data.test_y):,} images (0 to {len(data.test_y) - 1}), or -1 for none")
 
 
 @contextmanager
@@ -137,7 +165,7 @@ def train(config: TrainConfig = TrainConfig(), data: Dataset | None = None, on_s
     _check_new_run(config)
     if data is None:
         data = training_data(config)
-    _check_data(data)
+    _check_data(data, config)
     cluster = from_env()
     device, precision, threads = _setup(config, config.threads, cluster)
     random.seed(config.seed)
@@ -222,9 +250,15 @@ def _train_into(start: Start, precision: torch.dtype, ckpt: Checkpoint | None, o
     write_atomic(path / "metrics.jsonl", b"".join(lines))   # on resume: as far as the checkpoint got
     tb = TensorBoardLog(path, first_epoch=len(lines) + 1) if config.tensorboard else None
 
+    probe = _prober(start)
+    if probe and 0 not in probe_epochs(path):
+        probe(0)                                   # the untrained network, to compare the first epoch with
+
     def record_epoch(rec: dict) -> None:
         lines.append((json.dumps(rec) + "\n").encode())
         write_atomic(path / "metrics.jsonl", b"".join(lines))
+        if probe:
+            probe(rec["epoch"])
         if tb:
             tb.epoch(rec, model)
         if on_epoch:
@@ -235,6 +269,16 @@ def _train_into(start: Start, precision: torch.dtype, ckpt: Checkpoint | None, o
     finally:
         if tb:
             tb.close()
+
+
+def _prober(start: Start) -> Callable[[int], None] | None:
+    """What keeps the probe image's maps and prediction after an epoch (probe.py), or None."""
+    config, data = start.config, start.data
+    index = config.probe
+    if index < 0:
+        return None
+    image, stats = data.test_x[index], input_stats(start.model, data, config)
+    return lambda epoch: write_snapshot(start.path, epoch, snapshot(start.model, image, stats, data.classes), index)
 
 
 def _finish(start: Start, precision: torch.dtype, ckpt: Checkpoint | None, record_epoch: OnEpoch | None,

@@ -26,6 +26,7 @@ export async function inspect(src) {
   if (!state.run) { status("train or choose a run first"); return; }
   state.inspectSource = src;
   state.inspectedRun = state.run;
+  state.inspectedSource = src;
   const seq = ++state.inspectSeq;
   status("inspecting…");
   $("#inspect-error").textContent = "";
@@ -73,7 +74,8 @@ function layerBox(layer) {
   const readout = el("small", { class: "readout" });
   const box = el("div", { class: "layer" }, el("h3", { text: `${layer.name} (${layer.type})` }, el("small", { text: layer.shape }), readout));
   if (!layer.maps) {
-    box.append(el("div", { class: "values", text: layer.values.map((v) => v.toFixed(3)).join("  ") }));
+    const more = layer.values_total > 256 ? `  … (${layer.values_total} values)` : "";
+    box.append(el("div", { class: "values", text: layer.values.slice(0, 256).map((v) => v.toFixed(3)).join("  ") + more }));
     return box;
   }
   box.append(legend(layer.maps));
@@ -223,7 +225,9 @@ function inspectTest(index) {
 export function setUpInspect() {
   $("#inspect-test").addEventListener("click", () => inspect({ index: Number($("#test-index").value) }));
   // Shown again after another run was chosen: the same image, through that run's network.
-  loaders.inspect = () => (state.inspectSource && state.inspectedRun !== state.run ? inspect(state.inspectSource) : null);
+  // Or another image, chosen in the Network tab.
+  loaders.inspect = () => (state.inspectSource && (state.inspectedRun !== state.run || state.inspectedSource !== state.inspectSource)
+    ? inspect(state.inspectSource) : null);
   $("#upload").addEventListener("change", (e) => { if (e.target.files[0]) inspectUpload(e.target.files[0], e.target.files[0].name); });
   $("#enlarge").addEventListener("click", () => { $("#enlarge").hidden = true; });
   setUpDrawing();

@@ -9,6 +9,8 @@ import { setUpFilters } from "./filters.js";
 import { setUpInspect } from "./inspect.js";
 import { loadNamedKernels, setUpLab } from "./lab.js";
 import "./model.js";
+import { setUpNetwork } from "./network.js";
+import { setUpProbe } from "./probe.js";
 import { refreshRuns, setUpRuns } from "./runs.js";
 import { state } from "./state.js";
 import { followJob, matchPreset, previewSpec, resumeRun, setUpTrain } from "./train.js";
@@ -23,6 +25,11 @@ async function restoreView(view) {
   }
   if (!view.tab || !document.getElementById(view.tab)?.classList.contains("tab")) return;
   await showTab(view.tab);
+  if (view.tab === "network" && view.layer && view.map != null) {
+    const map = [...document.querySelectorAll("#net canvas")]
+      .find((c) => c.dataset.layer === view.layer && c.dataset.channel === String(Number(view.map)));
+    map?.dispatchEvent(new MouseEvent("click"));
+  }
   if (view.tab === "inspect" && state.inspection && view.layer && view.map != null) {
     const map = [...document.querySelectorAll("#layers canvas")]
       .find((c) => c.dataset.layer === view.layer && c.dataset.channel === String(Number(view.map)));
@@ -32,7 +39,7 @@ async function restoreView(view) {
 
 async function start() {
   document.querySelectorAll("nav button").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
-  setUpRuns(); setUpTrain(); setUpInspect(); setUpLab(); setUpCheck(); setUpFilters();
+  setUpRuns(); setUpTrain(); setUpInspect(); setUpLab(); setUpCheck(); setUpFilters(); setUpProbe(); setUpNetwork();
   $("#runs-table").addEventListener("click", (e) => {               // a stopped run's Resume button
     if (e.target.dataset.resume) { e.stopPropagation(); resumeRun(e.target.dataset.resume); }
   }, true);

@@ -1,8 +1,9 @@
-// The Runs tab: the runs folder as a table, the selected run's curves, and a comparison with another
-// run — the table of `convlens compare` (/api/compare) and charts.py's curves, as PNGs.
+// The Runs tab: the runs folder as a table, the selected run's curves, and a comparison with any
+// number of other runs — the table of `convlens compare` (/api/compare) and every run's curves
+// overlaid (chart.js, from compare.curve_series: the numbers the report's chart is drawn from).
 import { api, post, runPath } from "./api.js";
 import { $, activeTab, el, fmt, loaders, pct, showError, textTable } from "./dom.js";
-import { showPicture } from "./draw.js";
+import { epochCharts } from "./chart.js";
 import { clearInspection } from "./inspect.js";
 import { state } from "./state.js";
 import { writeView } from "./url.js";
@@ -81,6 +82,9 @@ export async function selectRun(name, reloadTab = true) {
   try { state.detail = await api(runPath(name)); }
   catch (e) { showError($("#curves-title"), e); return; }
   $("#curves-title").textContent = name;
+  const entry = state.runs.find((r) => r.name === name), link = $("#report-link");
+  link.hidden = !entry?.report;
+  link.href = `/runs/${encodeURIComponent(name)}/report.html`;
   await showComparison().catch((e) => showError($("#compare-table"), e));
   if (reloadTab && loaders[activeTab()]) loaders[activeTab()]();
 }
@@ -90,12 +94,13 @@ async function showComparison() {
   const others = [...$("#compare-select").selectedOptions].map((o) => o.value).filter((v) => v && v !== state.run);
   const names = [state.run, ...others];                 // any number of runs overlaid (the API takes 16)
   const query = names.map((n) => `runs=${encodeURIComponent(n)}`).join("&");
-  const shown = showPicture($("#curves"), names.length > 1 ? `/api/compare/curves.png?${query}`
-    : `${runPath(state.run)}/curves.png?epochs=${state.detail.metrics.length}`);
-  if (names.length < 2) { $("#compare-table").replaceChildren(); await shown; return; }
+  const curves = await api(`/api/curves?${query}`);
+  if (names.join() !== [state.run, ...others].join()) return;      // another choice was made meanwhile
+  $("#curves").dataset.runs = names.join(",");
+  epochCharts($("#curves"), curves);
+  if (names.length < 2) { $("#compare-table").replaceChildren(); return; }
   const { head, rows } = await api(`/api/compare?${query}`);
   textTable($("#compare-table"), head, rows, [2, 3, 4, 5, 6, 7, 8]);
-  await shown;
 }
 
 // Rename or delete the selected run (the server refuses while it trains, and any name that is a path).

@@ -7,9 +7,11 @@ export const state = {
   runs: [],             // /api/runs
   job: null,            // the training job the Train tab follows
   stopping: false,      // Stop was pressed: the job ends after its current step
+  probeShown: false,    // the followed job's probe snapshots have been asked for
   inspectSource: null,  // {index} or {image_id}: the image the Inspect tab shows
   inspection: null,     // /api/runs/{run}/inspect for it (null: not for this run, or it failed)
   inspectedRun: null,   // the run the latest inspection asked (answered or refused): another run asks again
+  inspectedSource: null, // the image it asked about: another one (chosen in the Network tab) asks again
   inspectSeq: 0,        // the latest inspect request: an older answer arriving late is dropped
   marked: null,         // the feature-map canvas whose hovered pixel is outlined
   input: null,          // that image decoded once: {c, h, w, gray: Uint8Array(h × w)}

@@ -1,8 +1,10 @@
-// The Train tab: a spec checked as it is typed (the layer table, or the bad token pointed at),
-// a training job started, followed and stopped, its curves drawn by charts.py as the epochs end.
+// The Train tab: a spec checked as it is typed (the layer table, or the bad token pointed at), a
+// training job started, followed, stopped and resumed; its curves step by step (chart.js) and the
+// probe image's maps after every epoch (probe.js).
 import { api, post, runPath } from "./api.js";
-import { $, fmt, pct, showError, showTab, status } from "./dom.js";
-import { showPicture } from "./draw.js";
+import { lineChart, PALETTE, PERCENT, PERCENT_TICK } from "./chart.js";
+import { $, el, fmt, pct, showError, showTab, status } from "./dom.js";
+import { followProbe } from "./probe.js";
 import { summaryRows } from "./model.js";
 import { refreshRuns } from "./runs.js";
 import { state } from "./state.js";
@@ -33,16 +35,37 @@ async function startTraining() {
   if ($("#run-name").value) body.name = $("#run-name").value;
   try {
     state.job = await post("/api/train", body);
+    state.probeShown = false;
     $("#start-training").disabled = true; $("#stop-training").disabled = false;
     $("#spec-error").textContent = "";
     followJob();
   } catch (e) { $("#spec-error").textContent = e.message; }
 }
 
+// The run in training, step by step: the epoch's running loss and accuracy every ~1 % of an epoch
+// (the job's step events), each finished epoch's validation figures as points, the learning rate beside.
+function liveCharts(job) {
+  if (!job.curve?.length) return;
+  const at = (key) => job.curve.map((p) => [p.x, p[key]]);
+  const val = (key) => job.metrics.filter((m) => m[key] != null).map((m) => [m.epoch, m[key]]);
+  const box = $("#live-curves"), loss = el("div"), acc = el("div"), lr = el("div");
+  box.replaceChildren(loss, acc, lr);
+  box.dataset.points = job.curve.length;
+  lineChart(loss, { title: "loss", xLabel: "epochs", yLabel: "cross-entropy", series: [
+    { label: "training (running mean of the epoch)", color: PALETTE[0], points: at("loss") },
+    { label: "validation (end of epoch)", color: PALETTE[1], dash: true, points: val("val_loss") }] });
+  lineChart(acc, { title: "accuracy", xLabel: "epochs", yLabel: "accuracy", format: PERCENT, tickFormat: PERCENT_TICK, series: [
+    { label: "training (running mean of the epoch)", color: PALETTE[0], points: at("accuracy") },
+    { label: "validation (end of epoch)", color: PALETTE[1], dash: true, points: val("val_accuracy") }] });
+  lineChart(lr, { title: "learning rate", xLabel: "epochs", yLabel: "lr", series: [
+    { label: "learning rate", color: PALETTE[2], points: at("lr") }], format: (v) => v.toExponential(1) });
+}
+
 // Where a job is: the epoch in progress while it runs, the epochs it finished once it has ended.
 function whereText(job) {
   if (job.state !== "running") return `${job.state} after ${job.epoch} of ${job.epochs} epochs`;
-  const where = `epoch ${Math.min(job.epoch + 1, job.epochs)}/${job.epochs}` + (job.steps ? `, step ${job.step}/${job.steps}` : "");
+  const where = job.epoch >= job.epochs ? `all ${job.epochs} epochs trained; testing and writing the report`
+    : `epoch ${job.epoch + 1}/${job.epochs}` + (job.steps ? `, step ${job.step}/${job.steps}` : "");
   return (job.stopping || state.stopping ? "stopping… (the step in progress ends first), " : "running, ") + where;
 }
 
@@ -66,9 +89,8 @@ export async function followJob() {
   state.job = job;
   $("#train-progress").value = (job.epoch + (job.steps ? job.step / job.steps : 0)) / job.epochs;
   $("#job-status").textContent = jobText(job);
-  if (job.metrics.length && (job.metrics.length !== epochsBefore || !$("#live-curves").src)) {
-    showPicture($("#live-curves"), `${runPath(job.run)}/curves.png?epochs=${job.metrics.length}`);
-  }
+  liveCharts(job);
+  if (job.begun && (job.metrics.length !== epochsBefore || !state.probeShown)) followProbe(job.run).then((shown) => { state.probeShown ||= shown; });
   if (job.state === "running") { setTimeout(followJob, 500); return; }
   $("#stop-training").disabled = true;
   state.job = null;
@@ -91,7 +113,7 @@ export function matchPreset() {
 export async function resumeRun(name) {
   showTab("train");
   $("#resume-training").hidden = true;
-  try { state.job = await post(`${runPath(name)}/resume`, {}); }
+  try { state.job = await post(`${runPath(name)}/resume`, {}); state.probeShown = false; }
   catch (e) { showError($("#job-status"), e); return; }
   $("#start-training").disabled = true; $("#stop-training").disabled = false;
   followJob();
