@@ -210,6 +210,21 @@ def test_grad_cam_equals_cam_after_global_average_pooling():
     np.testing.assert_allclose(grad_cam(model, image, target=2).cam, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_grad_cams_signs_are_its_sum_before_the_relu():
+    """signed is Σ w_k A_k before the ReLU over its largest |value|: where it is positive the CAM is too
+    (bilinear weights are never negative, so upsample(relu(s)) ≥ upsample(s)); LayerCAM never argues against."""
+    torch.manual_seed(1)
+    model = build_model("conv8-pool-conv8-flatten-dense10")
+    image = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8)
+    for target in range(10):
+        g = grad_cam(model, image, target)
+        assert g.signed.shape == g.cam.shape and np.abs(g.signed).max() == pytest.approx(1, abs=1e-6)
+        assert (g.cam[g.signed > 1e-6] > 0).all() and (g.signed[g.cam == 0] <= 1e-6).all()
+    signs = {bool((grad_cam(model, image, t).signed < -0.05).any()) for t in range(10)}
+    assert True in signs                                   # some class is argued against somewhere
+    assert (grad_cam(model, image, 3, method="layercam").signed >= 0).all()
+
+
 def test_an_all_zero_cam_is_zeros_not_nan():
     model = model_for("conv8-gap-dense10")
     with torch.no_grad():

@@ -130,6 +130,26 @@ def test_an_opened_pooling_map_marks_each_windows_winner(page, served, small_run
     assert f"= {before[wr, wc]:.4f}" in page.text_content("#focus-arith")
 
 
+def test_inspect_shows_grad_cams_signs_on_a_diverging_scale(page, served):
+    page.goto(page.url.split("?")[0] + "?tab=inspect&run=small&index=1")
+    page.wait_for_selector("body[data-ready='1']", timeout=30000)
+    page.wait_for_function("document.querySelector('#inspect-label').textContent.includes('test image 1')")
+    cam = get(served, "/api/runs/small/inspect?index=1")["cam"]
+    assert page.locator("#cam-signs-box").is_visible()
+    legend = page.text_content("#cam-signs-legend")
+    assert f"against {cam['target']}" in legend and f"for {cam['target']}" in legend
+    signs = np.array(cam["signs"])
+    assert signs.shape == (28, 28) and np.abs(signs).max() == pytest.approx(1, abs=1e-3)
+    # The canvas is the diverging map: the most negative pixel is drawn bluer than the most positive one.
+    lo, hi = np.unravel_index(signs.argmin(), signs.shape), np.unravel_index(signs.argmax(), signs.shape)
+    rgb = page.evaluate("""([lo, hi]) => { const c = document.querySelector('#cam-signs'), g = c.getContext('2d');
+        const at = ([r, k]) => Array.from(g.getImageData((k + 0.5) * c.width / 28, (r + 0.5) * c.height / 28, 1, 1).data);
+        return [at(lo), at(hi)]; }""", [list(map(int, lo)), list(map(int, hi))])
+    if signs.min() < -0.2:
+        assert rgb[0][2] > rgb[0][0]                     # blue where the class is argued against
+    assert rgb[1][0] > rgb[1][2]                         # red where it is argued for
+
+
 def test_curves_give_every_runs_values_under_the_pointer_and_mark_the_best_epoch(page, served):
     page.select_option("#run-select", "bn")
     page.select_option("#compare-select", ["small"])

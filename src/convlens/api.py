@@ -22,7 +22,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from . import views
-from .attribution import CAM_METHODS, top_k
+from .attribution import CAM_METHODS, grad_cam, top_k
 from .compare import comparison_rows
 from .config import TrainConfig
 from .convolution import KERNEL_DESCRIPTIONS, NAMED_KERNELS, convolution_lab
@@ -223,12 +223,14 @@ def inspection(run, model, looked: views.Looked, k: int, cam: str) -> dict:
             entry["values"], entry["values_total"] = layer.output[:MAX_VALUES].round(5).tolist(), int(layer.output.size)
         layers.append(entry)
     ex = views.explain(model, looked.image, run.classes, cam, k, need_cam=False)
+    # Grad-CAM's sum before its ReLU (LayerCAM's weights are never negative): where the class is argued against too.
+    signs = grad_cam(model, looked.image, ex.cam.target, method="gradcam").signed.round(4).tolist() if ex.cam else None
     return {"label": looked.label, "true": looked.true,
             "true_class": run.classes[looked.true] if looked.true is not None else None,
             "input": encode_image(looked.image), "top": [{"class": c, "probability": p} for c, p in ex.top],
             "layers": layers,
             "cam": {"method": ex.cam_name, "layer": ex.cam.layer, "target": run.classes[ex.cam.target],
-                    "map": ex.cam.cam.round(4).tolist()} if ex.cam else None,
+                    "map": ex.cam.cam.round(4).tolist(), "signs": signs} if ex.cam else None,
             "saliency": ex.saliency.round(4).tolist(), "time_ms": round((time.perf_counter() - t0) * 1000, 1)}
 
 

@@ -55,6 +55,8 @@ class GradCam:
     target: int              # class index explained
     probability: float       # the model's probability for that class
     method: str = "gradcam"  # gradcam | layercam
+    signed: np.ndarray | None = None   # float32 (H, W) in [-1, 1]: Σ_k w_k A_k before the ReLU, over its
+                                       # largest |value|: + evidence for the class, - against it
 
 
 CAM_METHODS = ("gradcam", "layercam")
@@ -89,10 +91,12 @@ def grad_cam(model: ConvNet, image: torch.Tensor, target: int | None = None,
         weights = grads.mean(dim=(2, 3), keepdim=True)                    # (1, K, 1, 1)
     else:
         weights = F.relu(grads)                                           # (1, K, h, w)
-    cam = F.relu((weights * acts.detach()).sum(1, keepdim=True))          # (1, 1, h, w)
-    cam = F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)[0, 0]  # (H, W)
+    raw = (weights * acts.detach()).sum(1, keepdim=True)                  # (1, 1, h, w), signed
+    up = lambda m: F.interpolate(m, size=x.shape[2:], mode="bilinear", align_corners=False)[0, 0]  # noqa: E731 (H, W)
+    cam, signed = up(F.relu(raw)), up(raw)
+    signed = signed / signed.abs().max().clamp_min(1e-12)
     prob = float(logits.detach().softmax(1)[0, target])
-    return GradCam(to_numpy(_normalise(cam.clamp_min(0))), info.name, target, prob, method)
+    return GradCam(to_numpy(_normalise(cam.clamp_min(0))), info.name, target, prob, method, to_numpy(signed))
 
 
 def top_k(model: ConvNet, image: torch.Tensor, classes: Sequence[str], k: int = 3) -> list[tuple[str, float]]:

@@ -38,3 +38,11 @@ export function showTab(name) {
   return loaders[name] ? loaders[name]() : null;
 }
 export const activeTab = () => document.querySelector("nav button.active").dataset.tab;
+
+// Numbers as a small table, each cell shaded on the diverging scale of the whole table (red +, blue −,
+// white 0), so the signs of a patch, a kernel and their products read at a glance.
+export function numTable(rows, digits = 3) {
+  const m = Math.max(1e-12, ...rows.flat().map(Math.abs));
+  const shade = (v) => `background: rgba(${v > 0 ? "214, 39, 40" : "31, 119, 180"}, ${(0.45 * Math.abs(v) / m).toFixed(3)})`;
+  return el("table", { class: "numbers" }, ...rows.map((row) => el("tr", {}, ...row.map((v) => el("td", { text: v.toFixed(digits), style: shade(v) })))));
+}

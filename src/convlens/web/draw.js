@@ -93,3 +93,19 @@ export function drawPixels(canvas, pixels, scale = 1) {
   g.clearRect(0, 0, canvas.width, canvas.height);
   g.drawImage(off, 0, 0, canvas.width, canvas.height);
 }
+
+// Signed values as bytes for the diverging colour map ("signed"): 0 is the middle, ±m the ends.
+export function signedBytes(values, m) {
+  return Uint8Array.from(values, (v) => Math.round(127.5 + (127.5 * v) / (m || 1)));
+}
+
+// A colour map's scale as a small bar between two labels: the legend of a group of maps.
+export function legendBar(role, low, high) {
+  const bar = document.createElement("canvas");
+  bar.width = 256; bar.height = 1; bar.className = "legend-bar";
+  drawValues(bar, Uint8Array.from({ length: 256 }, (_, i) => i), 1, 256, role);
+  const span = document.createElement("span");
+  span.className = "legend";
+  span.append(`${low} `, bar, ` ${high}`);
+  return span;
+}

@@ -3,19 +3,14 @@
 // channel's partial sum (patch × kernel), expandable to its numbers, adding up to the value shown —
 // and the input pixels it sees. A max-pooling map: the map it pooled, each window's winner marked.
 import { api, runPath } from "./api.js";
-import { $, el, showError } from "./dom.js";
-import { cellAt, drawValues, outline } from "./draw.js";
+import { $, el, numTable, showError } from "./dom.js";
+import { cellAt, drawValues, outline, signedBytes } from "./draw.js";
 import { net } from "./network.js";
 import { sourceQuery } from "./trust.js";
 import { writeView } from "./url.js";
 
 const BIG = 280;
 const focus = { layer: null, channel: null, key: null, abort: null };
-
-// Signed values as bytes for the diverging colour map: 0 is 128, ±m the ends (m: the largest |value|).
-export function signedBytes(values, m) {
-  return Uint8Array.from(values, (v) => Math.round(127.5 + (127.5 * v) / (m || 1)));
-}
 
 function bigCanvas(h, w) {
   const s = Math.max(1, Math.floor(BIG / Math.max(h, w)));
@@ -29,13 +24,12 @@ function inputWithBox(box) {
   return cv;
 }
 
-const numTable = (rows, digits = 3) => el("table", {}, ...rows.map((row) => el("tr", {}, ...row.map((v) => el("td", { text: v.toFixed(digits) })))));
 
 // Every input channel's k×k kernel of this filter, as small diverging-colour tiles, with the legend.
 function kernelTiles(a) {
   const m = Math.max(...a.kernel.flat(2).map(Math.abs)), k = a.kernel[0].length;
   const tiles = a.kernel.map((kk, i) => {
-    const cv = el("canvas", { width: k, height: k, class: "kernel-tile", title: `input channel ${i}: ${kk.map((r) => r.map((v) => v.toFixed(3)).join(" ")).join(" / ")}` });
+    const cv = el("canvas", { width: k, height: k, class: a.kernel.length <= 8 ? "kernel-tile big" : "kernel-tile", title: `input channel ${i}: ${kk.map((r) => r.map((v) => v.toFixed(3)).join(" ")).join(" / ")}` });
     drawValues(cv, signedBytes(kk.flat(), m), k, k, "signed");
     return cv;
   });
@@ -49,7 +43,7 @@ function kernelTiles(a) {
 function arithmeticPanel(a) {
   const order = a.channel_sums.map((v, i) => [v, i]).sort((x, y) => Math.abs(y[0]) - Math.abs(x[0]));
   const rows = order.map(([v, i]) => el("details", { class: "partial", "data-channel": i },
-    el("summary", { text: `channel ${i}: Σ patch × kernel = ${v.toFixed(4)}` }),
+    el("summary", { text: `channel ${i}: Σ patch × kernel = ${v.toFixed(4)}`, class: v < 0 ? "negative" : "positive" }),
     el("div", { class: "arith-row" }, numTable(a.patch[i]), el("span", { text: "×" }), numTable(a.kernel[i]),
       el("span", { text: "=" }), numTable(a.products[i], 4))));
   const act = a.activation === "linear" ? "" : ` → ${a.activation} → ${a.value.toFixed(4)}`;

@@ -3,8 +3,8 @@
 // kernels (figures.py's pictures), and under the pointer the arithmetic of one output pixel; a click on a
 // conv layer's map shows what its filter looks for (filters.js), and a button checks the maps (trust.js).
 import { api, runPath } from "./api.js";
-import { $, el, loaders, pct, showError, status } from "./dom.js";
-import { cellAt, decodeImage, decodeMaps, drawValues, outline, showPicture } from "./draw.js";
+import { $, el, loaders, numTable, pct, showError, status } from "./dom.js";
+import { cellAt, decodeImage, decodeMaps, drawValues, legendBar, outline, showPicture, signedBytes } from "./draw.js";
 import { showFilter } from "./filters.js";
 import { state } from "./state.js";
 import { writeView } from "./url.js";
@@ -51,6 +51,7 @@ export async function inspect(src) {
     Object.assign(el("div"), { style: `width:${Math.max(2, 220 * t.probability)}px` }), el("b", { text: pct(t.probability) }))));
   $("#cam-title").textContent = r.cam ? `${r.cam.method} on ${r.cam.layer} for ${r.cam.target}` : "no conv layer: no class activation map";
   showPicture($("#explain-view"), `${runPath(state.run)}/explain.png?${sourceQuery(src)}`);
+  drawSigns(r.cam);
   $("#layers").replaceChildren(...r.layers.map(layerBox));
   status(`inspected ${r.label} in ${r.time_ms} ms`);
   showKernels();
@@ -110,6 +111,15 @@ function drawInput(canvas, box = null) {
   if (box) outline(canvas, box, h, w);
 }
 
+// Grad-CAM before its ReLU on the diverging scale: red argues for the class, blue against it.
+function drawSigns(cam) {
+  $("#cam-signs-box").hidden = !cam;
+  if (!cam) return;
+  const h = cam.signs.length, w = cam.signs[0].length, canvas = $("#cam-signs");
+  drawValues(canvas, signedBytes(cam.signs.flat(), 1), h, w, "signed");
+  $("#cam-signs-legend").replaceChildren(legendBar("signed", `against ${cam.target}`, `for ${cam.target}`));
+}
+
 function enlarge(canvas, caption) {
   const big = $("#enlarge-canvas"), ctx = big.getContext("2d");
   ctx.imageSmoothingEnabled = false;
@@ -120,7 +130,6 @@ function enlarge(canvas, caption) {
 }
 
 const named = (caption, table) => el("figure", {}, el("figcaption", { text: caption }), table);
-const numTable = (rows, digits = 3) => el("table", {}, ...rows.map((row) => el("tr", {}, ...row.map((v) => el("td", { text: v.toFixed(digits) })))));
 
 // The pointer left the maps: the panel says what to do, no pixel is marked, no field outlined.
 function clearArithmetic() {
