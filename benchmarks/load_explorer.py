@@ -3,10 +3,13 @@
     .venv/bin/python benchmarks/load_explorer.py --run RUN [--clients 8] [--seconds 30]
 
 Starts `convlens serve` on a free loopback port over the run's folder, then each client loops:
-three predictions of random test images, one full inspection (every layer's maps, LayerCAM,
-saliency), and every tenth round an upload of a PNG and its prediction. Bounded in time and in
+three predictions of random test images, then one full inspection (every layer's maps, LayerCAM,
+saliency) or, every other round, the Network tab's overview (the same with every class's
+probability); every fifth round what opening a map there asks (one pixel's arithmetic over every
+input channel of the last conv layer, one max-pooling map's winners), and every tenth round an
+upload of a PNG and its prediction. Bounded in time and in
 requests; only 127.0.0.1 is contacted. Prints p50/p90/p99 latency per endpoint and the errors,
-and writes benchmarks/results/load-explorer.json. Target (issue 6): predict p99 ≤ 100 ms, no errors.
+and writes benchmarks/results/load-explorer.json. Targets (issues 6, 12): predict p99 ≤ 100 ms, overview and inspect p99 ≤ 300 ms, no errors.
 """
 
 from __future__ import annotations
@@ -52,12 +55,16 @@ def multipart(data: bytes, name: str) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+KINDS = ("predict", "inspect", "overview", "arithmetic", "pool", "upload")
+
+
 class Client(threading.Thread):
-    def __init__(self, port: int, run: str, deadline: float, max_requests: int, seed: int, test_images: int):
+    def __init__(self, port: int, run: str, deadline: float, max_requests: int, seed: int, test_images: int,
+                 layers: dict):
         super().__init__(daemon=True)
         self.port, self.run_name, self.deadline, self.max_requests = port, run, deadline, max_requests
-        self.rng, self.test_images = random.Random(seed), test_images
-        self.times: dict[str, list[float]] = {"predict": [], "inspect": [], "upload": []}
+        self.rng, self.test_images, self.layers = random.Random(seed), test_images, layers
+        self.times: dict[str, list[float]] = {k: [] for k in KINDS}
         self.errors: list[str] = []
 
     def request(self, kind: str, method: str, path: str, body: bytes | None = None, ctype: str | None = None):
@@ -84,8 +91,19 @@ class Client(threading.Thread):
         while time.monotonic() < self.deadline and n < self.max_requests:
             for _ in range(3):
                 self.request("predict", "GET", f"{base}/predict?index={self.rng.randrange(self.test_images)}")
-            self.request("inspect", "GET", f"{base}/inspect?index={self.rng.randrange(self.test_images)}")
+            index = self.rng.randrange(self.test_images)
+            if rounds % 2:
+                self.request("overview", "GET", f"{base}/inspect?index={index}&k={self.layers['classes']}")
+            else:
+                self.request("inspect", "GET", f"{base}/inspect?index={index}")
             n += 4
+            if rounds % 5 == 0:
+                conv, (h, w) = self.layers["conv"]
+                self.request("arithmetic", "GET", f"{base}/arithmetic?layer={conv}&channel={self.rng.randrange(8)}"
+                             f"&row={self.rng.randrange(h)}&col={self.rng.randrange(w)}&index={index}")
+                if self.layers["pool"]:
+                    self.request("pool", "GET", f"{base}/pool?layer={self.layers['pool']}&channel=0&index={index}")
+                n += 2
             if rounds % 10 == 0:
                 body, ctype = multipart(png(self.rng.randrange(1000)), "load.png")
                 up = self.request("upload", "POST", "/api/upload", body, ctype)
@@ -147,9 +165,13 @@ def main() -> int:
         conn.request("GET", f"/api/runs/{run.name}/inspect?index=0")
         conn.getresponse().read()
         conn.request("GET", f"/api/runs/{run.name}")
-        test_images = json.loads(conn.getresponse().read())["config"]["resolved"]["test_images"]
+        detail = json.loads(conn.getresponse().read())
+        test_images, summary = detail["config"]["resolved"]["test_images"], detail["summary"]["layers"]
+        conv = [l for l in summary if l["type"] == "Conv2D"][-1]
+        layers = {"classes": summary[-1]["output_shape"][0], "conv": (conv["name"], conv["output_shape"][1:]),
+                  "pool": next((l["name"] for l in summary if l["type"] == "MaxPooling2D"), None)}
         deadline = time.monotonic() + args.seconds
-        clients = [Client(port, run.name, deadline, args.max_requests, seed, test_images)
+        clients = [Client(port, run.name, deadline, args.max_requests, seed, test_images, layers)
                    for seed in range(args.clients)]
         t0 = time.perf_counter()
         for c in clients:
@@ -162,7 +184,7 @@ def main() -> int:
         server.wait(timeout=30)
     result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "clients": args.clients, "seconds": round(wall, 1), "run": run.name,
-              "endpoints": {k: percentiles([t for c in clients for t in c.times[k]]) for k in ("predict", "inspect", "upload")},
+              "endpoints": {k: percentiles([t for c in clients for t in c.times[k]]) for k in KINDS},
               "errors": [e for c in clients for e in c.errors][:20],
               "error_count": sum(len(c.errors) for c in clients)}
     result["requests_per_s"] = round(sum(v["n"] for v in result["endpoints"].values()) / wall, 1)

@@ -3,7 +3,8 @@
 RUNS must hold a seed run and a dense run (e.g. `convlens train --name seed-5ep` and
 `convlens train --model dense --name dense-5ep`). A real `convlens serve` over them is driven in
 Debian's chromium (Playwright) as a user would: compare the two runs, train a third from the
-page, open the model, a confusion-matrix cell, an image, a feature-map pixel, the lab.
+page (its step curve and probe image), open the network at a glance and one of its maps, the
+model, a confusion-matrix cell, an image, a feature-map pixel, the lab.
 """
 
 import socket
@@ -44,7 +45,10 @@ def tour(page, out: Path, seed: str, dense: str) -> None:
     page.select_option("#run-select", seed)
     page.select_option("#compare-select", dense)
     page.wait_for_selector("#compare-table tr")
-    page.wait_for_function("document.querySelector('#curves').complete && !document.querySelector('#curves').hidden")
+    page.wait_for_selector("#curves svg.line-chart")
+    chart = page.locator("#curves svg.line-chart").nth(1)
+    box = chart.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] / 2)     # values under the pointer
     shoot(page, out, "runs")
     page.click("nav button[data-tab=train]")
     page.fill("#spec", "conv32-pool-flatten-dense64-dense10")
@@ -52,9 +56,22 @@ def tour(page, out: Path, seed: str, dense: str) -> None:
     page.fill("#run-name", f"from-the-page-{time.strftime('%H%M%S')}")
     page.click("#start-training")
     page.wait_for_function("document.querySelector('#job-status').textContent.includes('finished')", timeout=600_000)
-    page.wait_for_function("!document.querySelector('#live-curves').hidden")
+    page.wait_for_function("document.querySelector('#probe').dataset.epoch === '3'")
+    page.evaluate("window.scrollTo(0, document.querySelector('#live-curves').getBoundingClientRect().top + window.scrollY - 70)")
     shoot(page, out, "train")
     page.select_option("#run-select", seed)
+    page.click("nav button[data-tab=network]")
+    page.wait_for_selector("#net .net-col canvas")
+    shoot(page, out, "network")
+    page.locator("#net canvas[data-layer=conv2d_2]").nth(6).click()
+    page.wait_for_selector("#focus-arith .partials details")
+    page.evaluate("window.scrollTo(0, document.querySelector('#net-focus').getBoundingClientRect().top + window.scrollY - 8)")
+    big = page.locator("#net-focus .focus-left > canvas.focus-map")
+    box = big.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 5.5 / 11, box["y"] + box["height"] * 4.5 / 11)
+    page.wait_for_function("JSON.parse(document.querySelector('#focus-arith').dataset.shown || '{}').row === 4")
+    page.locator("#focus-arith .partials summary").first.click()
+    shoot(page, out, "network-map")
     page.click("nav button[data-tab=model]")
     page.wait_for_selector("#diagram .block")
     shoot(page, out, "model")

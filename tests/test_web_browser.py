@@ -32,8 +32,9 @@ def page(server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={"width": 1300, "height": 950})
-        pg.errors = []
+        pg.errors, pg.console = [], []
         pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+        pg.on("console", lambda m: pg.console.append(m.text) if m.type == "error" else None)
         pg.outside = []
         pg.on("request", lambda r: None if r.url.startswith(server) or r.url.startswith("data:") or r.url.startswith("blob:")
               else pg.outside.append(r.url))
@@ -170,6 +171,15 @@ def test_the_explorer_end_to_end(page, tmp_path):
     assert page.locator("#topk .bar").count() == 5
     shot(page, tmp_path, "drawing")
 
+    # The network at a glance, on that drawing: every layer a column; a map opened, its sum over its input.
+    page.click("nav button[data-tab=network]")
+    page.wait_for_function("document.querySelector('#net-title').textContent.includes('drawing.png')")
+    assert page.locator("#net .net-col").count() == 9                     # input, 7 layers, softmax
+    page.locator("#net canvas[data-layer=conv2d_2]").nth(6).click()
+    page.wait_for_selector("#focus-arith .partials details")
+    assert page.locator("#focus-arith .partials details").count() == 64
+    shot(page, tmp_path, "network")
+
     # The convolution lab: vertical edges of the Trouser, the pooled map, one pixel worked out.
     page.click("nav button[data-tab=lab]")
     page.wait_for_function("document.querySelector('#lab-arith').textContent.includes('= ')")
@@ -180,3 +190,6 @@ def test_the_explorer_end_to_end(page, tmp_path):
     shot(page, tmp_path, "lab")
 
     assert page.errors == [] and page.outside == []
+    # The console's only errors are the deliberate refusals: the upload that is not an image (400).
+    assert page.console == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"], \
+        page.console
