@@ -111,7 +111,10 @@ def test_an_opened_conv_map_adds_up_every_input_channel_to_the_value_feature_map
     top, left, bottom, right = get(served, "/api/runs/small/arithmetic?layer=conv2d_2&channel=5&row=6&col=3&index=4")[
         "receptive_field"]
     assert f"rows {top}–{bottom}, columns {left}–{right}" in page.text_content("#focus-seen")
-    assert "layer=conv2d_2" in page.url and "map=5" in page.url
+    assert "layer=conv2d_2" in page.url and "map=5" in page.url and "tab=network" in page.url
+    page.reload()                                                   # a reload lands on the same opened map
+    page.wait_for_function("document.querySelector('#net-focus').dataset.map === 'conv2d_2/5'", timeout=30000)
+    assert page.input_value("#net-index") == "4"
 
 
 def test_an_opened_pooling_map_marks_each_windows_winner(page, served, small_run, real_data):
