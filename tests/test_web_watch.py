@@ -176,6 +176,7 @@ def test_training_from_the_page_draws_its_step_curve_during_epoch_1_and_the_prob
     page.fill("#epochs", "2")
     page.fill("#batch", "8")                     # 338 steps an epoch: epoch 1 lasts long enough to be watched
     page.fill("#run-name", "watched")
+    page.fill("#probe-index", "5")               # the user's choice of probe image
     page.click("#start-training")
     page.wait_for_function("Number(document.querySelector('#live-curves').dataset.points || 0) >= 5"
                            " && document.querySelector('#job-status').textContent.includes('epoch 1/2')", timeout=120000)
@@ -184,14 +185,17 @@ def test_training_from_the_page_draws_its_step_curve_during_epoch_1_and_the_prob
                            " && document.querySelector('#job-status').textContent.includes('epoch 1/2')", timeout=60000)
     assert page.locator("#live-curves svg.line-chart").count() == 3                # loss, accuracy, learning rate
     page.wait_for_function("document.querySelector('#probe').dataset.epoch === '1'", timeout=120000)
-    assert page.locator("#probe-layers canvas").count() == 64                      # 32 maps of each conv layer
     snap = get(served, "/api/runs/watched/probe/1")
-    assert snap["index"] == 0 and [l["name"] for l in snap["layers"]] == ["conv2d_1", "conv2d_2"]
-    assert page.locator("#probe-top .bar span").first.text_content() == \
-        snap["classes"][int(np.argmax(snap["probabilities"]))]
-    page.fill("#probe-epoch", "0")                                               # back to the untrained network
+    assert snap["index"] == 5 and [l["name"] for l in snap["layers"]] == ["conv2d_1", "conv2d_2"]
+    assert "test image 5" in page.text_content("#probe-title")
+    page.fill("#probe-epoch", "0")                   # back to the untrained network (it stays there meanwhile)
     page.dispatch_event("#probe-epoch", "input")
     page.wait_for_function("document.querySelector('#probe').dataset.epoch === '0'")
+    untrained = get(served, "/api/runs/watched/probe/0")
+    assert page.locator("#probe-layers canvas").count() == 64                      # 32 maps of each conv layer
+    assert page.locator("#probe-top .bar span").first.text_content() == \
+        untrained["classes"][int(np.argmax(untrained["probabilities"]))]
+    assert "0 (untrained)" in page.text_content("#probe-epoch-value")
     page.wait_for_function("document.querySelector('#job-status').textContent.includes('finished after 2 of 2')",
                            timeout=180000)
     job_curve = get(served, "/api/jobs")[-1]["curve"]

@@ -343,11 +343,12 @@ class TrainRequest(BaseModel):
     batch_size: int | None = Field(None, ge=1, le=8192)
     lr: float | None = Field(None, gt=0, lt=10, allow_inf_nan=False)
     name: str | None = Field(None, max_length=128)
+    probe: int = Field(0, ge=-1, le=1_000_000, description="test image followed after every epoch (-1: none)")
 
 
 @train_api.post("/api/train", status_code=202)
 def start_training(req: TrainRequest, ex=Depends(explorer), js=Depends(jobs)):
-    config = TrainConfig(model=req.model, epochs=req.epochs, batch_size=req.batch_size, lr=req.lr,
+    config = TrainConfig(model=req.model, epochs=req.epochs, batch_size=req.batch_size, lr=req.lr, probe=req.probe,
                          runs_dir=str(ex.runs_dir), name=req.name, data_dir=js.data_dir, device=js.device)
     return js.start(config).to_dict()
 

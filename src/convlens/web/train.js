@@ -33,6 +33,7 @@ async function startTraining() {
   if ($("#batch").value) body.batch_size = Number($("#batch").value);
   if ($("#lr").value) body.lr = Number($("#lr").value);
   if ($("#run-name").value) body.name = $("#run-name").value;
+  if ($("#probe-index").value !== "") body.probe = Number($("#probe-index").value);
   try {
     state.job = await post("/api/train", body);
     state.probeShown = false;
