@@ -107,6 +107,9 @@ def test_an_opened_conv_map_adds_up_every_input_channel_to_the_value_feature_map
     said = [float(v) for v in tiles.nth(7).get_attribute("title").split(": ")[1].replace("/", " ").split()]
     assert np.allclose(said, weights[7].ravel(), atol=5e-4)
     assert "(white: 0)" in page.text_content("#focus-kernels .legend")
+    hover_cell(page, tiles.nth(7), 1, 2, 3, 3)                                   # a weight under the pointer
+    page.wait_for_function("document.querySelector('.kernel-readout').textContent.includes('input channel 7')")
+    assert page.text_content(".kernel-readout").endswith(f"weight (1, 2) = {weights[7, 1, 2]:.4f}")
     # The input pixels it sees, and the view in the address.
     top, left, bottom, right = get(served, "/api/runs/small/arithmetic?layer=conv2d_2&channel=5&row=6&col=3&index=4")[
         "receptive_field"]

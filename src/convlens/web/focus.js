@@ -31,12 +31,18 @@ function kernelTiles(a) {
   const tiles = a.kernel.map((kk, i) => {
     const cv = el("canvas", { width: k, height: k, class: a.kernel.length <= 8 ? "kernel-tile big" : "kernel-tile", title: `input channel ${i}: ${kk.map((r) => r.map((v) => v.toFixed(3)).join(" ")).join(" / ")}` });
     drawValues(cv, signedBytes(kk.flat(), m), k, k, "signed");
+    cv.addEventListener("mousemove", (e) => {             // the weight under the pointer
+      const [r, c] = cellAt(e, cv, k, k);
+      readout.textContent = `input channel ${i}, weight (${r}, ${c}) = ${kk[r][c].toFixed(4)}`;
+    });
     return cv;
   });
+  const readout = el("div", { class: "readout kernel-readout" });
   const bar = el("canvas", { width: 256, height: 1, class: "legend-bar" });
   drawValues(bar, Uint8Array.from({ length: 256 }, (_, i) => i), 1, 256, "signed");
   return el("div", { class: "focus-kernels" }, el("h4", { text: `its ${a.kernel.length} kernel${a.kernel.length > 1 ? "s" : ""} (one per input channel of ${a.input_from})` }),
-    el("span", { class: "legend" }, `${(-m).toFixed(3)} `, bar, ` +${m.toFixed(3)} (white: 0)`), el("div", { class: "kernel-grid" }, ...tiles));
+    el("span", { class: "legend" }, `${(-m).toFixed(3)} `, bar, ` +${m.toFixed(3)} (white: 0)`), el("div", { class: "kernel-grid" }, ...tiles),
+    readout);
 }
 
 // The sum of one output pixel: every channel's partial sum, largest first, each expandable.
