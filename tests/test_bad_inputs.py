@@ -220,9 +220,16 @@ def _exported(run: Path) -> Path:
 
 
 def _never_checkpointed(run: Path) -> Path:
-    """A run as a SIGKILL in its very first checkpoint write leaves it: config and model, nothing else."""
+    """A run as a SIGKILL in its very first checkpoint write leaves it: config and model, the empty metrics
+    and the untrained network's probe snapshot, nothing else."""
     for p in run.iterdir():
-        if p.name not in ("config.json", "model.json"):
+        if p.is_dir() and p.name != "probe":
+            shutil.rmtree(p)
+        elif p.name not in ("config.json", "model.json", "metrics.jsonl", "probe"):
+            p.unlink()
+    (run / "metrics.jsonl").write_text("")
+    for p in (run / "probe").glob("*"):
+        if p.name != "epoch-0000.json":
             p.unlink()
     return run
 
