@@ -11,15 +11,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "convlens"
 
 FLOORS = [
     # 0 ground: plain values in, plain values out; no other floor's imports
-    ["errors", "names", "versions", "reading", "files", "idx", "images", "spec", "models", "summary", "plotting", "figures", "charts",
-     "explain_figures", "baselines", "convolution"],
+    ["errors", "names", "versions", "reading", "files", "idx", "images", "spec", "models", "summary",
+     "plotting", "figures", "charts", "explain_figures", "baselines", "convolution"],
     # 1 engine: runs a model but never trains it (device, precision, the one /255, batched prediction)
     ["engine", "distributed"],
     # 2 data: dataset references, files found and read, loaders, the training config, runs and checkpoints
     ["registry", "dataref", "sources", "userdata", "folders", "kerasfile", "config", "datasets", "runs", "checkpoint"],
     # 3 work: training, evaluation, inspection, attribution, comparison, export
-    ["loop", "train", "tblog", "evaluate", "inspect", "attribution", "sanity", "faithfulness", "features", "compare",
-     "export", "kerasimport"],
+    ["augment", "ema", "loop", "train", "tblog", "evaluate", "inspect", "attribution", "sanity", "faithfulness",
+     "features", "compare", "export", "kerasimport"],
     # 4 views: what each verb shows, built once for the CLI, the report and the explorer
     ["views", "explanations", "feature_views", "progress"],
     # 5 faces: the command line, the report, the notebook, the web explorer, the benchmark
