@@ -243,7 +243,7 @@ def cmd_features(args) -> None:
     model, data = views.model_of(run, args.device), views.data_of(run, args.data_dir)
     set_threads()
     out_dir, ascent = Path(args.out_dir or run.path / "figures"), Ascent(steps=args.steps, seed=args.seed)
-    layers = [args.layer] if args.layer is not None else [info.name for _, info in conv_layers(model)]
+    layers = [args.layer] if args.layer is not None else [info.name for _, info in conv_layers(model, blocks=True)]
     if not layers:
         say(f"{run.name}: the model {model.spec!r} has no conv layer, so no filters to show")
     for layer in layers:

@@ -280,7 +280,7 @@ def _feature_maps_section(run: Run, model: ConvNet, data, index: int, compare_im
         if png is not None:
             body += figure_html(png, f"{layer.name}: all {layer.output.shape[0]} output maps.")
     if ex.cam is not None:
-        chans = min(l.out_shape[0] for l in model.infos if l.spec.kind in ("conv", "maxpool"))
+        chans = min(l.out_shape[0] for l in model.infos if l.spec.kind in ("conv", "res", "maxpool"))
         f_idx = filter_index if filter_index < chans else 0
         chosen = [i for i in compare_images if i < len(data.test_y)]
         _, png = views.filter_figure(model, data, chosen, f_idx)
@@ -310,7 +310,7 @@ def build_run_report(run: Run, data, lab_index: int = 0, inspect_index: int = 0,
     explanations, what the filters look for, lab."""
     model = run.load_model(device)
     ev = evaluate(model, data.test_x, data.test_y, run.classes, views.run_precision(run, device_of(model)))
-    has_conv = bool(conv_layers(model))
+    has_conv = bool(conv_layers(model, blocks=True))
     sections = [_model_section(run), _curves_section(run), *_results_sections(run, model, ev, data),
                 _kernels_section(model),
                 _feature_maps_section(run, model, data, inspect_index, compare_images, filter_index),
