@@ -24,7 +24,7 @@ FLOORS = [
     ["views", "explanations", "feature_views", "progress"],
     # 5 faces: the command line, the report, the notebook, the web explorer, the benchmark
     ["cli", "cli_args", "report", "notebook", "server", "guards", "api", "explain_api", "explorer", "jobs", "bench",
-     "bench_keras"],
+     "bench_keras", "ladder"],
 ]
 TOP = {"__init__", "__main__"}     # the public API and `python -m convlens`: nothing imports them
 MAX_LEVELS, MAX_FUNCTION_LINES, MAX_FILE_LINES = 8, 60, 450
