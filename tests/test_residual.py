@@ -161,6 +161,8 @@ def test_the_explorer_inspects_a_residual_run(residual_run, small_data_dir, tmp_
         assert client.get("/api/runs/res/arithmetic", params={"layer": "conv2d_1", "channel": 0, "row": 1, "col": 1,
                                                               "index": 0}).status_code == 200
         assert [k["layer"] for k in client.get("/api/runs/res/kernels").json()] == ["conv2d_1"]
+        f = client.get("/api/runs/res/features/residual_2/3").json()       # what a block's filter looks for
+        assert len(f["crops"]) == 9 and "activation" in f["optimised"]
         assert client.get("/api/runs/res").json()["summary"]["layers"][2]["type"] == "Residual"
 
 
