@@ -54,13 +54,13 @@ def test_fit_validates_and_keeps_the_average_of_every_steps_weights():
 
     def on_step(*_):                                              # the weights after each optimizer step
         seen.append({k: v.clone() for k, v in model.state_dict().items()})
-    config = TrainConfig(model=TINY, recipe="strong", epochs=2, batch_size=32, ema=0.9, threads=1)
+    config = TrainConfig(model=TINY, recipe="keras", epochs=2, batch_size=32, ema=0.9, crop=1.0, flip=0.5, threads=1)
     p = fit(model, data, config, on_step=on_step)
     expected = start
     for step, weights in enumerate(seen):
         d = min(0.9, (1 + step) / (10 + step))
         expected = {k: d * expected[k] + (1 - d) * weights[k] for k in expected}
-    for k, v in model.state_dict().items():                      # what fit leaves is the average
+    for k, v in model.state_dict().items():     # what fit leaves is the average (keras: no normalisation to fold)
         assert torch.allclose(v, expected[k], atol=1e-6), k
     assert len(seen) == p.step == 2 * 4 and "val_accuracy" in p.epochs[-1]
 

@@ -1,6 +1,7 @@
 """`convlens ladder`: the rungs, the table, and a short ladder end to end through the command line."""
 
 import json
+from dataclasses import replace
 
 import pytest
 from conftest import run_cli
@@ -19,10 +20,12 @@ def test_every_rung_adds_one_thing_to_the_one_before():
         changed = {k for k in set(before.settings) | set(after.settings)
                    if before.settings.get(k) != after.settings.get(k)}
         assert len(changed) == 1 or changed <= {"crop", "crop_pad", "flip", "erase"}, (after.name, changed)
-    assert trained[0].settings == {"model": "seed", "recipe": "fast", "epochs": 5}      # `convlens train`
+    assert trained[0].settings == {"model": "seed", "recipe": "fast", "epochs": 10}
     for r in trained:
         TrainConfig(**r.settings)                                   # each a valid training config
         assert r.settings["model"] in PRESETS
+    top = TrainConfig(**RUNGS[4].settings).settings                 # the ema rung is a preset and a recipe
+    assert replace(top, name="strong") == TrainConfig(model="resnet-cpu", recipe="strong").settings
 
 
 def test_only_names_rungs_and_a_tta_rung_brings_its_runs():
@@ -35,6 +38,7 @@ def test_only_names_rungs_and_a_tta_rung_brings_its_runs():
 def test_rung_configs_scale_epochs_and_are_named_for_the_rung_and_seed():
     c = rung_config(RUNGS[6], 2, 0.1, runs_dir="r", limit=100)
     assert c.name == "ladder-longer-s2" and c.seed == 2 and c.epochs == 3 and c.limit == 100
+    assert rung_config(RUNGS[1], 0, 0.25).epochs == 2                 # 10 × 0.25 = 2.5, rounded to even
     assert rung_config(RUNGS[0], 0, 0.01).epochs == 1
 
 
@@ -55,7 +59,7 @@ def test_a_short_ladder_end_to_end_and_again(small_data_dir, tmp_path):
     """Two rungs, one seed, one epoch, 300 training images: the runs, the table, the files; run again, the
     finished runs are found, not trained again; other settings for the same runs are refused."""
     runs, out = tmp_path / "runs", tmp_path / "out"
-    args = ("ladder", "--only", "seed,bn", "--seeds", "1", "--epochs-scale", "0.2", "--limit", "300", "--threads", "1",
+    args = ("ladder", "--only", "seed,bn", "--seeds", "1", "--epochs-scale", "0.1", "--limit", "300", "--threads", "1",
             "--runs-dir", runs, "--data-dir", small_data_dir, "--out-dir", out)
     code, stdout, err = run_cli(*args)
     assert code == 0, err
@@ -72,5 +76,5 @@ def test_a_short_ladder_end_to_end_and_again(small_data_dir, tmp_path):
     code, again, err = run_cli(*args)
     assert code == 0 and (runs / "ladder-seed-s0" / "model.safetensors").stat().st_mtime_ns == written, err
     assert "epoch 1" not in again                                    # nothing trained again
-    code, _, err = run_cli(*args[:6], "0.5", *args[7:])
+    code, _, err = run_cli(*args[:6], "0.3", *args[7:])
     assert code == 2 and "trained with other settings" in err and "epochs" in err

@@ -4,13 +4,13 @@ Each rung adds one thing to the rung before it and is trained with every seed, o
 and protocol (the seed's own validation split: 54,000 training images, 6,000 held out, the 10,000
 test images evaluated once, when a run ends):
 
-    seed     the study note's network, recipe fast (`convlens train`)
+    seed     the study note's network, recipe fast, 10 epochs (`convlens train --epochs 10`)
     bn       + batch normalisation (preset seed-bn)
-    augment  + random crops, flips and erasing
+    augment  + random crops and flips
     resnet   + a residual network (preset resnet-cpu)
-    ema      + a moving average of the weights (the recipe `strong`)
+    ema      + a moving average of the weights (= `--model resnet-cpu --recipe strong`)
     tta      + flip test-time augmentation (the ema rung's runs, their mirror-averaged figure: nothing trained)
-    longer   + a longer schedule
+    longer   + a 3× longer schedule (30 epochs)
 
 Every rung's run is a normal run named `ladder-RUNG-sSEED` in the runs folder, so every verb takes
 it, and a ladder started again skips the finished ones and resumes a stopped one from its checkpoint.
@@ -47,20 +47,22 @@ class Rung:
     tta_of: str | None = None                     # a rung that trains nothing: that rung's flip-TTA figures
 
 
-# Settings shared by the rungs that train (epochs: the default run's 5, before --epochs-scale).
-AUGMENT = {"crop": 1.0, "crop_pad": 2, "flip": 0.5, "erase": 0.25}
+# The rungs that train share one budget of EPOCHS (the default run's 5 is too short for augmentation to pay:
+# benchmarks/LADDER_SWEEP.md), the last one LONGER; both before --epochs-scale. The ema rung is exactly
+# `--model resnet-cpu --recipe strong`.
+EPOCHS, LONGER = 10, 30
+AUGMENT = {"crop": 1.0, "crop_pad": 2, "flip": 0.5}
+FAST = {"recipe": "fast", "epochs": EPOCHS}
 RUNGS = [
-    Rung("seed", "the seed network, recipe fast (`convlens train`)", {"model": "seed", "recipe": "fast", "epochs": 5}),
-    Rung("bn", "+ batch normalisation (seed-bn)", {"model": "seed-bn", "recipe": "fast", "epochs": 5}),
-    Rung("augment", "+ random crops (±2 px), flips, erasing (p 0.25)",
-         {"model": "seed-bn", "recipe": "fast", "epochs": 5, **AUGMENT}),
-    Rung("resnet", "+ a residual network (resnet-cpu)", {"model": "resnet-cpu", "recipe": "fast", "epochs": 5,
-                                                         **AUGMENT}),
-    Rung("ema", "+ a moving average of the weights (ema 0.999)",
-         {"model": "resnet-cpu", "recipe": "fast", "epochs": 5, **AUGMENT, "ema": 0.999}),
+    Rung("seed", "the seed network, recipe fast", {"model": "seed", **FAST}),
+    Rung("bn", "+ batch normalisation (seed-bn)", {"model": "seed-bn", **FAST}),
+    Rung("augment", "+ random crops (±2 px) and flips", {"model": "seed-bn", **FAST, **AUGMENT}),
+    Rung("resnet", "+ a residual network (resnet-cpu)", {"model": "resnet-cpu", **FAST, **AUGMENT}),
+    Rung("ema", "+ a moving average of the weights (ema 0.999)", {"model": "resnet-cpu", **FAST, **AUGMENT,
+                                                                   "ema": 0.999}),
     Rung("tta", "+ flip test-time augmentation (the ema rung's runs)", tta_of="ema"),
-    Rung("longer", "+ a 6× longer schedule", {"model": "resnet-cpu", "recipe": "fast", "epochs": 30, **AUGMENT,
-                                               "ema": 0.999}),
+    Rung("longer", f"+ a {LONGER // EPOCHS}× longer schedule", {"model": "resnet-cpu", **FAST, **AUGMENT,
+                                                                "ema": 0.999, "epochs": LONGER}),
 ]
 BY_NAME = {r.name: r for r in RUNGS}
 
