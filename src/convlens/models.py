@@ -327,7 +327,8 @@ def conv_layer(model: ConvNet, layer: int | str | None, default: int = 0,
     """A conv layer (blocks: or residual block) by position among them (0-based), or by name; None:
     conv_layers[default]. A residual block asked for as a conv layer is an error that says why."""
     convs = conv_layers(model, blocks)
-    what = "conv layer or residual block" if blocks else "conv layer"
+    what, whats = ("conv layer or residual block", "conv layers and residual blocks") if blocks else ("conv layer",
+                                                                                                      "conv layers")
     if not convs:
         raise ConvlensError(f"model {model.spec!r} has no {what}")
     valid = ", ".join(f"{n} or {info.name}" for n, (_, info) in enumerate(convs))
@@ -343,7 +344,8 @@ def conv_layer(model: ConvNet, layer: int | str | None, default: int = 0,
     for _, info in conv_layers(model, blocks=True):
         if info.name == layer:
             raise not_one_convolution(info)
-    raise ConvlensError(f"no {what} {layer!r}: this model's {what}s are {valid}")
+    also = " or residual block of that name" if blocks else ""
+    raise ConvlensError(f"no conv layer {layer!r}{also}: this model's {whats} are {valid}")
 
 
 # ---------------------------------------------------------------------------

@@ -246,11 +246,17 @@ def _checked_section(run: Run, model: ConvNet, data, index: int) -> Section:
 
 
 def _features_section(run: Run, model: ConvNet, data) -> Section:
-    """What each filter of every conv layer looks for, and the class views."""
+    """What each filter of every conv layer (and the first residual block) looks for, and the class views."""
     body = Html("")
-    for lf in feature_views.all_layer_features(model, data):
+    blocks = [info.name for _, info in conv_layers(model, blocks=True) if info.spec.kind == "res"]
+    for layer in [info.name for _, info in conv_layers(model)] + blocks[:1]:
+        lf = feature_views.layer_features(model, data, layer)
         lines = lf.text(len(data.test_y))
         body += figure_html(lf.png(), " ".join(line.strip() for line in lines) + ".")
+    if len(blocks) > 1:     # each deeper block optimises an input per filter through more layers: minutes on a CPU
+        body += paragraph(f"The deeper residual blocks ({', '.join(blocks[1:])}) are left out of this page: each "
+                          f"takes a minute or more on a CPU. `convlens features {run.name} --layer {blocks[-1]}` "
+                          "draws one, and the explorer shows any filter's when you click its map.")
     _, png = feature_views.class_view(model, run.classes)
     body += figure_html(png, "Class views: an input optimised to raise each class's score, with its probability. "
                         "Real examples (the crops above) tell more about a unit than such pictures do (Borowski "
