@@ -7,7 +7,9 @@
 #
 # What it runs, each on the GPU: `train` with the defaults; `evaluate` (with its images/s);
 # `explain` and `report`; a folder of PNGs streamed from disk; a torchrun launch of one process
-# (NCCL); and `bench` of the convlens recipe over 3 seeds (time to 91.28 %, issue 3's figure).
+# (NCCL); `bench` of the convlens recipe over 3 seeds (time to 91.28 %, issue 3's figure); and the
+# accuracy ladder's strongest presets, resnet-cpu and resnet-gpu with the recipe strong (issue 16),
+# each explained and summarised. STRONG_ONLY=1 runs only that last part.
 set -eu
 export PYTHONPATH="$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 DATA=${DATA:-.data/fashion-mnist}
@@ -18,6 +20,9 @@ PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}     # DEVICE=cpu EPOCHS=1 SEEDS=1: a quick run of the script itself on a CPU machine
 EPOCHS=${EPOCHS:-5}
 SEEDS=${SEEDS:-3}
+STRONG_EPOCHS=${STRONG_EPOCHS:-30}     # the residual presets' schedule (the ladder's longest rung)
+STRONG_ONLY=${STRONG_ONLY:-0}
+STRONG_FLAGS=${STRONG_FLAGS:-}         # e.g. "--limit 500": a quick run of that part on a CPU
 mkdir -p "$OUT"
 
 $PY - <<'EOF'
@@ -26,6 +31,7 @@ print("torch", torch.__version__, "on", torch.cuda.get_device_name() if torch.cu
       flush=True)
 EOF
 
+if [ "$STRONG_ONLY" != 1 ]; then
 echo "== train (defaults) on $DEVICE"
 $PY -m convlens train --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS" --name gpu --epochs "$EPOCHS"
 echo "== evaluate on $DEVICE"
@@ -58,3 +64,15 @@ $PY -m torch.distributed.run --standalone --nproc_per_node 1 -m convlens train -
 echo "== bench: the convlens recipe over $SEEDS seeds"
 $PY -m convlens bench --only convlens --seeds "$SEEDS" --data-dir "$DATA" --out "$OUT/bench-gpu.json"
 for run in gpu gpu-folder gpu-ddp; do cp "$RUNS/$run/results.json" "$OUT/results-$run.json"; done
+fi
+
+echo "== the ladder's strongest presets, recipe strong, $STRONG_EPOCHS epochs, on $DEVICE"
+for preset in resnet-cpu resnet-gpu; do
+    $PY -m convlens train --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS" --name "gpu-$preset" --model $preset \
+        --recipe strong --epochs "$STRONG_EPOCHS" --no-report --progress lines $STRONG_FLAGS
+    $PY -m convlens summary "gpu-$preset" --runs-dir "$RUNS" > "$OUT/summary-$preset.txt"
+    $PY -m convlens explain "gpu-$preset" --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS" \
+        --out "$OUT/explain-$preset.png"
+    cp "$RUNS/gpu-$preset/results.json" "$OUT/results-gpu-$preset.json"
+    cp "$RUNS/gpu-$preset/metrics.jsonl" "$OUT/metrics-gpu-$preset.jsonl"
+done

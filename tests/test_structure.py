@@ -11,20 +11,20 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "convlens"
 
 FLOORS = [
     # 0 ground: plain values in, plain values out; no other floor's imports
-    ["errors", "names", "versions", "reading", "files", "idx", "images", "spec", "models", "summary", "plotting", "figures", "charts",
-     "explain_figures", "baselines", "convolution"],
+    ["errors", "names", "versions", "reading", "files", "idx", "images", "spec", "residual", "models", "summary",
+     "plotting", "figures", "charts", "explain_figures", "baselines", "convolution"],
     # 1 engine: runs a model but never trains it (device, precision, the one /255, batched prediction)
     ["engine", "distributed"],
     # 2 data: dataset references, files found and read, loaders, the training config, runs and checkpoints
     ["registry", "dataref", "sources", "userdata", "folders", "kerasfile", "config", "datasets", "runs", "checkpoint"],
     # 3 work: training, evaluation, inspection, attribution, comparison, export
-    ["loop", "train", "tblog", "evaluate", "inspect", "attribution", "sanity", "faithfulness", "features", "compare",
-     "export", "kerasimport", "probe"],
+    ["augment", "ema", "loop", "train", "tblog", "evaluate", "inspect", "attribution", "sanity", "faithfulness",
+     "features", "compare", "export", "kerasimport", "probe"],
     # 4 views: what each verb shows, built once for the CLI, the report and the explorer
     ["views", "explanations", "feature_views", "progress"],
     # 5 faces: the command line, the report, the notebook, the web explorer, the benchmark
-    ["cli", "cli_args", "report", "notebook", "server", "guards", "api", "explain_api", "explorer", "jobs", "bench", "watch_api",
-     "bench_keras"],
+    ["cli", "cli_args", "report", "notebook", "server", "guards", "api", "explain_api", "explorer", "jobs", "bench",
+     "bench_keras", "ladder", "watch_api"],
 ]
 TOP = {"__init__", "__main__"}     # the public API and `python -m convlens`: nothing imports them
 MAX_LEVELS, MAX_FUNCTION_LINES, MAX_FILE_LINES = 8, 60, 450

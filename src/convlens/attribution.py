@@ -65,7 +65,7 @@ CAM_NAMES = {"layercam": "LayerCAM", "gradcam": "Grad-CAM"}      # what every vi
 
 def grad_cam(model: ConvNet, image: torch.Tensor, target: int | None = None,
              layer: int | str | None = None, method: str = "gradcam") -> GradCam:
-    """Grad-CAM (Selvaraju et al. 2017) on a conv layer (default: the last one).
+    """Grad-CAM (Selvaraju et al. 2017) on a conv layer or residual block (default: the last one).
 
     A = the layer's activated output (K, h, w); w_k = mean over h, w of d logit_target / d A_k;
     cam = relu(Σ_k w_k A_k), bilinearly upsampled to the input size and scaled to [0, 1].
@@ -78,9 +78,9 @@ def grad_cam(model: ConvNet, image: torch.Tensor, target: int | None = None,
     """
     if method not in CAM_METHODS:
         raise ConvlensError(f"unknown CAM method {method!r}; known: {', '.join(CAM_METHODS)}")
-    if not conv_layers(model):
+    if not conv_layers(model, blocks=True):
         raise ConvlensError(f"Grad-CAM needs a conv layer; {model.spec!r} has none")
-    i, info = conv_layer(model, layer, default=-1)
+    i, info = conv_layer(model, layer, default=-1, blocks=True)
     x = model_input(model, image)[:1].requires_grad_(True)                  # (1, C, H, W)
     with eval_mode(model), torch.enable_grad():
         outs = model.layer_outputs(x)       # unfused: outs[i] is the conv output after its activation
@@ -212,7 +212,7 @@ def methods_for(model: ConvNet, text: str = "all") -> list[str]:
     """The methods named in `text` ("all", or names joined by commas), in METHODS's order; the CAMs are
     left out of "all" for a model without a conv layer."""
     if text == "all":
-        return [m for m in METHODS if m not in CAM_METHODS or conv_layers(model)]
+        return [m for m in METHODS if m not in CAM_METHODS or conv_layers(model, blocks=True)]
     names = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:

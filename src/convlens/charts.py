@@ -157,3 +157,31 @@ def deletion_curves(fractions, curves: Sequence[tuple[str, np.ndarray, float]], 
     ax.legend(fontsize=8, frameon=False, loc="upper right")
     ax.set_title(title, fontsize=TITLE)
     return render(fig)
+
+
+def ladder_curves(series: Sequence[dict], title: str = "the accuracy ladder") -> bytes:
+    """Validation accuracy of each rung (one colour each) against epoch and against training time, overlaid.
+
+    Each series: {"label", "epochs", "val_accuracy", "time_s"} (time_s: training time at the end of each epoch).
+    """
+    if not series:
+        return empty(title, "no rung trained")
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    palette = colormaps["tab10"].colors
+    for i, s in enumerate(series):
+        acc = np.asarray(s["val_accuracy"], dtype=np.float64) * 100
+        for ax, x in zip(axes, (s["epochs"], s["time_s"])):
+            ax.plot(np.asarray(x, dtype=np.float64), acc, "-", marker="o" if len(acc) <= 30 else None, ms=3,
+                    color=palette[i % len(palette)], label=s["label"] if ax is axes[0] else None)
+    for ax, xlabel in zip(axes, ("epoch", "training time (s)")):
+        ax.set_xlabel(xlabel, fontsize=LABEL)
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].set_ylabel("validation accuracy (%)", fontsize=LABEL)
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_xlim(0.5, max(max(s["epochs"]) for s in series) + 0.5)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=min(7, len(series)),
+               fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=TITLE)
+    return render(fig)

@@ -3,8 +3,8 @@
     RUN/checkpoint.safetensors        the latest complete checkpoint
     RUN/checkpoint.prev.safetensors   the one before it, kept until the latest is on disk
 
-One safetensors file holds every tensor (weights, Adam's moments, the weights of the
-best epoch for early stopping, the data order of the epoch in progress, the torch and
+One safetensors file holds every tensor (weights, the optimizer's moments, the weights of the
+best epoch for early stopping, the moving average of the weights (ema), the data order of the epoch in progress, the torch and
 CUDA random states); its metadata holds the rest as JSON (epoch, step, finished epochs,
 Python's and NumPy's random states, the optimizer's settings). No pickle: a checkpoint
 handed over by someone else is data, never code.
@@ -62,6 +62,7 @@ class Checkpoint:
     sums: tuple[torch.Tensor, torch.Tensor]   # running loss sum and correct count of that epoch
     rng: dict                             # every random state: capture_rng's tensors and JSON together
     path: Path                            # the file it came from
+    ema: dict[str, torch.Tensor] | None = None   # the moving average of the weights (recipes with ema)
 
 
 # ---------------------------------------------------------------------------
@@ -112,7 +113,8 @@ def _optimizer_tensors(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
 def save_checkpoint(run_dir: Path, progress: Progress, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     data_order: torch.Generator, perm: torch.Tensor | None = None,
                     sums: tuple[torch.Tensor, torch.Tensor] | None = None,
-                    best: dict[str, torch.Tensor] | None = None) -> Path:
+                    best: dict[str, torch.Tensor] | None = None,
+                    ema: dict[str, torch.Tensor] | None = None) -> Path:
     """Write RUN/checkpoint.safetensors atomically, keeping the previous one as checkpoint.prev.
 
     On any failure (disk full, read-only folder) both existing checkpoints stay as they were
@@ -123,6 +125,8 @@ def save_checkpoint(run_dir: Path, progress: Progress, model: torch.nn.Module, o
     tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **opt_tensors, **rng_tensors}
     if best is not None:
         tensors.update({f"best.{k}": v for k, v in best.items()})
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.items()})
     if perm is not None:
         tensors["perm"] = perm
     if sums is not None:
@@ -171,9 +175,10 @@ def read_checkpoint(path: Path, model: torch.nn.Module) -> Checkpoint:
 
     expected = model.state_dict()
     check_state(path, _prefixed(tensors, "model."), expected, "the run's model")
-    best = _prefixed(tensors, "best.") or None
-    if best is not None:
-        check_state(path, best, expected, "the run's model")
+    best, ema = _prefixed(tensors, "best.") or None, _prefixed(tensors, "ema.") or None
+    for state in (best, ema):
+        if state is not None:
+            check_state(path, state, expected, "the run's model")
     for key in ("rng.torch", "rng.data_order"):
         if key not in tensors or tensors[key].dtype != torch.uint8:
             raise RunError(f"{path}: damaged checkpoint: {key} missing or not uint8")
@@ -193,7 +198,7 @@ def read_checkpoint(path: Path, model: torch.nn.Module) -> Checkpoint:
         raise RunError(f"{path}: damaged checkpoint: optimizer entry {key!r}") from None
     optimizer = {"state": state, "param_groups": param_groups}
     rng = {**{k: v for k, v in tensors.items() if k.startswith("rng.")}, **rng_meta}
-    return Checkpoint(progress, _prefixed(tensors, "model."), optimizer, best, perm, sums, rng, path)
+    return Checkpoint(progress, _prefixed(tensors, "model."), optimizer, best, perm, sums, rng, path, ema)
 
 
 def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> Checkpoint:

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 from . import cli_args, explanations, feature_views, views
@@ -25,6 +26,7 @@ from .errors import ConvlensError
 from .evaluate import predict
 from .features import Ascent
 from .files import read_json, write_atomic, write_json
+from .ladder import RUNGS, chosen_rungs, climb, machine, table_text, write_ladder
 from .models import conv_layers
 from .progress import TrainingProgress, progress_text, say
 from .registry import dataset_info
@@ -243,7 +245,7 @@ def cmd_features(args) -> None:
     model, data = views.model_of(run, args.device), views.data_of(run, args.data_dir)
     set_threads()
     out_dir, ascent = Path(args.out_dir or run.path / "figures"), Ascent(steps=args.steps, seed=args.seed)
-    layers = [args.layer] if args.layer is not None else [info.name for _, info in conv_layers(model)]
+    layers = [args.layer] if args.layer is not None else [info.name for _, info in conv_layers(model, blocks=True)]
     if not layers:
         say(f"{run.name}: the model {model.spec!r} has no conv layer, so no filters to show")
     for layer in layers:
@@ -347,6 +349,19 @@ def cmd_bench(args) -> None:
     say(table(result), "", f"JSON: {out}")
 
 
+def cmd_ladder(args) -> None:
+    rungs = chosen_rungs(args.only)
+
+    def epoch_line(rec: dict) -> None:
+        val = f"  val_acc {rec['val_accuracy']:.4f}" if "val_accuracy" in rec else ""
+        say(f"  epoch {rec['epoch']}  loss {rec['loss']:.4f} acc {rec['accuracy']:.4f}{val}  {rec['time_s']:.1f}s")
+    rows = climb(rungs, args.seeds, args.epochs_scale, log=say, on_epoch=epoch_line, runs_dir=args.runs_dir,
+                 data_dir=args.data_dir, threads=args.threads, device=args.device, limit=args.limit)
+    paths = write_ladder(rows, Path(args.out_dir or Path(args.runs_dir) / "ladder"), args.runs_dir,
+                         machine(args.threads))
+    say("", table_text(rows), "", "Written: " + ", ".join(map(str, paths)))
+
+
 # ---------------------------------------------------------------------------
 
 VERBS = [  # name, what it does, its arguments, the function
@@ -370,6 +385,10 @@ VERBS = [  # name, what it does, its arguments, the function
      cmd_export),
     ("serve", "the local web explorer: runs, training, evaluation and inspection in the browser", cli_args.add_serve,
      cmd_serve),
+    ("ladder", "the accuracy ladder: rungs from the seed network upwards, each adding one thing (batch norm, "
+               "augmentation, a residual network, a moving average, test-time augmentation, a longer schedule), "
+               "every seed, one table",
+     partial(cli_args.add_ladder, rungs=[r.name for r in RUNGS]), cmd_ladder),
     ("bench", "time to the seed's 91.28 %%: convlens vs a plain PyTorch loop vs the seed's Keras code",
      cli_args.add_bench, cmd_bench),
     ("data", "where each dataset file is; verify checksums; fetch; or what your own data holds, class by class",

@@ -237,6 +237,22 @@ def add_bench(sp) -> None:
     sp.add_argument("--out", default=None, help="JSON path (default benchmarks/results/bench-DATE.json)")
 
 
+def add_ladder(sp, rungs: list[str]) -> None:
+    sp.add_argument("--seeds", type=positive_int, default=3, help="runs per rung, seeds 0, 1, … (default 3)")
+    sp.add_argument("--epochs-scale", type=number, default=1.0, metavar="F",
+                    help="every rung's epochs × F, at least 1 (default 1; 0.2: a quick look)")
+    sp.add_argument("--only", default=None, metavar="RUNG,…",
+                    help=f"these rungs only, of {', '.join(rungs)} (default all)")
+    sp.add_argument("--runs-dir", default="runs", help="where the rungs' runs live (default %(default)s)")
+    sp.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    sp.add_argument("--threads", type=int, default=0, help="CPU threads (default: one per core)")
+    sp.add_argument("--device", default="auto", help="auto | cpu | cuda (default %(default)s)")
+    sp.add_argument("--limit", type=int, default=0, metavar="N",
+                    help="quick trials only: train every rung on the first N training images (default 0: all)")
+    sp.add_argument("--out-dir", default=None, help="where ladder.json, ladder.md and ladder.png go "
+                    "(default RUNS_DIR/ladder)")
+
+
 def add_import(sp) -> None:
     sp.add_argument("source", help="a Keras model: MODEL.keras, MODEL.h5, or MODEL.weights.h5 with --model")
     sp.add_argument("--model", default=None, help="for a .weights.h5: the convlens spec or preset of its layers")

@@ -17,12 +17,15 @@ from .names import check_name
 from .spec import parse_spec
 
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a model is trained; `--recipe NAME` picks one, flags override single fields."""
     name: str
     batch_size: int          # images per optimizer step
-    lr: float                # peak learning rate of Adam
+    lr: float                # peak learning rate of the optimizer
     schedule: str            # "constant", or "onecycle": cosine warm-up from lr/25 to lr, cosine decay to ~0
     warmup: float            # fraction of all steps spent warming up (onecycle)
     label_smoothing: float   # share of the target mass spread over all classes
@@ -30,7 +33,19 @@ class Recipe:
     eps: float               # Adam epsilon (Keras 1e-7, PyTorch 1e-8)
     val_split: float         # default share held out for validation (keras: 0, all 60,000 like the seed)
     normalize: bool = False  # train on (pixel - mean) / std, folded into the first layer afterwards
-    flip: bool = False       # mirror half of each batch left-right (clothes are left-right symmetric)
+    # Augmentation of each training batch (augment.py), in this order; each image drawn by itself:
+    crop: float = 0.0        # probability of a random crop: shifted by up to crop_pad pixels each way, the
+    crop_pad: int = 2        # uncovered border black (zero padding: Fashion-MNIST's background is black)
+    flip: float = 0.0        # probability of mirroring left-right (clothes are left-right symmetric); > 0 also
+                             # reports flip test-time augmentation beside the plain test accuracy
+    erase: float = 0.0       # probability of random erasing (Zhong et al. 2020): one rectangle of random pixels,
+    erase_area: tuple[float, float] = (0.02, 0.4)   # its area a share of the image, uniform in this range,
+    erase_ratio: tuple[float, float] = (0.3, 3.3)   # its height / width log-uniform in this range (the paper's)
+    optimizer: str = "adam"  # adam | adamw | sgd (momentum 0.9, Nesterov)
+    weight_decay: float = 0.0   # adamw: decoupled, × lr; sgd: L2; on conv and dense weights only (not on
+                                # biases or batch norm); adam: none
+    ema: float = 0.0         # decay of an exponential moving average of the weights (0: none); the average is
+                             # what is validated, saved and tested (ema.py)
 
 
 RECIPES = {
@@ -39,7 +54,13 @@ RECIPES = {
                    init="glorot", eps=1e-8, val_split=0.1, normalize=True),
     # The same, also trained on mirror images; reports flip test-time augmentation beside the plain score.
     "flip": Recipe("flip", batch_size=64, lr=4e-3, schedule="onecycle", warmup=0.15, label_smoothing=0.1,
-                   init="glorot", eps=1e-8, val_split=0.1, normalize=True, flip=True),
+                   init="glorot", eps=1e-8, val_split=0.1, normalize=True, flip=0.5),
+    # The top of the accuracy ladder (ladder.py): fast, plus random crops (±2 px) and flips, plus a moving
+    # average of the weights. Chosen on the validation split only (benchmarks/LADDER_SWEEP.md): random erasing,
+    # AdamW with weight decay and batch 128 did not pay at the budgets tried; they stay flags.
+    "strong": Recipe("strong", batch_size=64, lr=4e-3, schedule="onecycle", warmup=0.15, label_smoothing=0.1,
+                     init="glorot", eps=1e-8, val_split=0.1, normalize=True, crop=1.0, crop_pad=2, flip=0.5,
+                     ema=0.999),
     # The seed notebook exactly: Adam(1e-3) constant, batch 32, every training image.
     "keras": Recipe("keras", batch_size=32, lr=1e-3, schedule="constant", warmup=0.0,
                     label_smoothing=0.0, init="glorot", eps=1e-7, val_split=0.0),
@@ -72,10 +93,27 @@ class TrainConfig:
     batch_size: int | None = _setting(None, "images per step (default: the recipe's)", int, optional=True)
     lr: float | None = _setting(None, "peak learning rate (default: the recipe's)", float, optional=True)
     label_smoothing: float | None = _setting(None, "(default: the recipe's)", float, optional=True)
+    optimizer: str | None = _setting(None, "adam | adamw | sgd (Nesterov, momentum 0.9) (default: the recipe's)",
+                                     optional=True, choices=OPTIMIZERS)
+    weight_decay: float | None = _setting(None, "on conv and dense weights: adamw's decoupled decay, sgd's L2 "
+                                          "(default: the recipe's)", float, optional=True)
+    ema: float | None = _setting(None, "decay of a moving average of the weights, which is what is validated, "
+                                 "saved and tested, e.g. 0.999; 0: none (default: the recipe's)", float, optional=True)
+    crop: float | None = _setting(None, "probability of a random crop of a training image, shifted up to "
+                                  "--crop-pad pixels (default: the recipe's)", float, optional=True, metavar="P")
+    crop_pad: int | None = _setting(None, "pixels a random crop may shift (default: the recipe's)", int,
+                                    optional=True, metavar="PIXELS")
+    flip: float | None = _setting(None, "probability of mirroring a training image left-right; > 0 also reports flip "
+                                  "test-time augmentation (default: the recipe's)", float, optional=True, metavar="P")
+    erase: float | None = _setting(None, "probability of random erasing: a rectangle of 2-40 % of a training image "
+                                   "replaced by random pixels (default: the recipe's)", float, optional=True,
+                                   metavar="P")
     seed: int = _setting(0, "random seed: weights, data order and validation split (default %(default)s)", int)
     val_split: float | None = _setting(None, "share of training images held out for validation (default: the "
                                        "recipe's, 0.1; keras: 0 = train on all 60,000 like the seed)", float,
                                        optional=True)
+    limit: int = _setting(0, "train on the first N training images only, for quick trials (the validation and test "
+                          "images stay as they are; default 0: all)", int, metavar="N")
     early_stopping: int = _setting(0, "stop after PATIENCE epochs without a better validation loss, keep the best "
                                    "weights (default 0: off)", int, metavar="PATIENCE")
     device: str = _setting("auto", "auto | cpu | cuda (default %(default)s)")
@@ -119,6 +157,19 @@ class TrainConfig:
             raise ConvlensError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.val_split is not None and not 0 <= self.val_split < 1:
             raise ConvlensError(f"--val-split must be in [0, 1), got {self.val_split}")
+        for name in ("crop", "flip", "erase"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 1:
+                raise ConvlensError(f"--{name} is a probability in [0, 1], got {getattr(self, name)}")
+        if self.crop_pad is not None and not 0 <= self.crop_pad <= MAX_CROP_PAD:
+            raise ConvlensError(f"--crop-pad must be 0 to {MAX_CROP_PAD} pixels, got {self.crop_pad}")
+        if self.weight_decay is not None and not 0 <= self.weight_decay < 1:
+            raise ConvlensError(f"--weight-decay must be in [0, 1), got {self.weight_decay}")
+        if self.ema is not None and not 0 <= self.ema < 1:
+            raise ConvlensError(f"--ema is a decay in [0, 1) (0: off), got {self.ema}")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ConvlensError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.limit < 0:
+            raise ConvlensError(f"--limit must be 0 (all images) or a number of images, got {self.limit}")
         if self.early_stopping < 0:
             raise ConvlensError(f"--early-stopping must be 0 (off) or a patience ≥ 1, got {self.early_stopping}")
         if self.early_stopping and self.settings.val_split == 0:
@@ -188,6 +239,7 @@ class TrainConfig:
 
 
 MAX_SEED = 2**32 - 1     # numpy.random.seed takes no more
+MAX_CROP_PAD = 16        # pixels: a 28×28 image shifted further is mostly border
 MAX_THREADS = 256        # torch.set_num_threads(100000) crashes the process; no CPU here has 256 cores
 
 # Keys config.json holds beside the settings: what the run resolved and recorded.
@@ -209,9 +261,13 @@ def _check_type(f, value) -> None:
 
 
 def _apply(r: Recipe, c: TrainConfig) -> Recipe:
-    return replace(r, batch_size=c.batch_size or r.batch_size, lr=c.lr or r.lr,
-                   label_smoothing=r.label_smoothing if c.label_smoothing is None else c.label_smoothing,
-                   val_split=r.val_split if c.val_split is None else c.val_split)
+    """The recipe with the config's overrides: every optional setting that is given replaces the recipe's."""
+    given = {name: getattr(c, name) for name in OVERRIDES if getattr(c, name) is not None}
+    return replace(r, **given, batch_size=c.batch_size or r.batch_size, lr=c.lr or r.lr)
+
+
+# Settings a config may give to replace its recipe's (batch_size and lr: also when given as 0, as before).
+OVERRIDES = ("label_smoothing", "val_split", "optimizer", "weight_decay", "ema", "crop", "crop_pad", "flip", "erase")
 
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -185,10 +185,15 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, val_split: flo
 
 
 def training_data(config: TrainConfig) -> Dataset:
-    """The dataset a training config trains on, with its validation split."""
-    return load_dataset(config.dataset_ref, config.data_dir, val_split=config.settings.val_split, seed=config.seed,
+    """The dataset a training config trains on, with its validation split (and, with --limit N, only the first N
+    of its training images: the split is drawn from all of them first, so validation is the same)."""
+    data = load_dataset(config.dataset_ref, config.data_dir, val_split=config.settings.val_split, seed=config.seed,
                         image_size=parse_image_size(config.image_size), channels=config.channels,
                         stream=config.stream)
+    if config.limit and config.limit < len(data.train_y):
+        keep = torch.arange(config.limit)
+        data = replace(data, train_x=take(data.train_x, keep), train_y=data.train_y[keep])
+    return data
 
 
 # ---------------------------------------------------------------------------

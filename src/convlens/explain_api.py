@@ -57,7 +57,7 @@ def filter_features(name: Name, layer: str, f: int, ex=Depends(explorer)):
     activation) and the input optimised to excite it, as `convlens features` draws them."""
     run = ex.finished(name)
     model = ex.model(run)
-    _, info = conv_layer(model, layer)
+    _, info = conv_layer(model, layer, blocks=True)
     if not 0 <= f < info.out_shape[0]:
         raise HTTPException(400, f"filter {f} is out of range: {info.name} has {info.out_shape[0]} filters "
                                  f"(0–{info.out_shape[0] - 1})")

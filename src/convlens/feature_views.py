@@ -104,8 +104,8 @@ def layer_features(model: ConvNet, data: Dataset, layer: int | str | None = None
 
 
 def all_layer_features(model: ConvNet, data: Dataset, ascent: Ascent = Ascent()) -> list[LayerFeatures]:
-    """layer_features of every conv layer, in order."""
-    return [layer_features(model, data, info.name, ascent) for _, info in conv_layers(model)]
+    """layer_features of every conv layer and residual block, in order."""
+    return [layer_features(model, data, info.name, ascent) for _, info in conv_layers(model, blocks=True)]
 
 
 # A class's logit over the whole image rewards high-frequency noise (every pixel can push it a little):

@@ -48,7 +48,7 @@ def top_crops(model: ConvNet, images, layer: int | str | None = None, k: int = T
     """The k images of `images` (uint8 (N, C, H, W), in memory or streamed) with the largest activation of
     each filter of a conv layer anywhere in its map; ties go to the lower image index. Runs the network
     only up to that layer, in float32 (bf16 would reorder near-ties)."""
-    i, info = conv_layer(model, layer)
+    i, info = conv_layer(model, layer, blocks=True)
     n_filters = info.out_shape[0]
     device = device_of(model)
     scan = copy.deepcopy(model).to(memory_format=torch.channels_last)   # 1.7× faster over a test set here
@@ -183,7 +183,7 @@ def _canvas(model: ConvNet, i: int, margin: int = 1) -> tuple[int, int, int, int
     exactly those neurons (the pooling grid starts at its corner); with padding, the whole image is used."""
     _, h, w = model.infos[i].out_shape
     cy, cx = h // 2, w // 2
-    if any(info.spec.padding for info in model.infos[:i + 1]):
+    if any(any(info.pads) for info in model.infos[:i + 1]):      # `same` and residual blocks pad too
         _, ih, iw = model.input_shape
         return 0, 0, ih - 1, iw - 1
     m = min(margin, cy, cx, h - 1 - cy, w - 1 - cx)
@@ -201,7 +201,7 @@ def maximise_filters(model: ConvNet, layer: int | str | None = None, filters=Non
     largest activation on the input as it is; the polishing steps without transformations let it
     reach the filter's optimum (on the seed every filter's input then excites it at least as much as
     its best test crop: benchmarks/explanations.py)."""
-    i, info = conv_layer(model, layer)
+    i, info = conv_layer(model, layer, blocks=True)
     filters = list(range(info.out_shape[0])) if filters is None else [int(f) for f in filters]
     top, left, bottom, right = _canvas(model, i)
     shape = (len(filters), model.input_shape[0], bottom - top + 1, right - left + 1)

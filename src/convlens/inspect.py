@@ -67,7 +67,7 @@ def encode_maps(a: np.ndarray) -> dict:
 # 2. One filter across images and layers (the study note's grid)
 
 def spatial_layers(model: ConvNet,
-                   kinds: Sequence[str] = ("conv", "maxpool", "avgpool")) -> list[tuple[int, LayerInfo]]:
+                   kinds: Sequence[str] = ("conv", "res", "maxpool", "avgpool")) -> list[tuple[int, LayerInfo]]:
     """(index, info) of the layers of the given kinds, in spec order."""
     return [(i, info) for i, info in enumerate(model.infos) if info.spec.kind in kinds]
 
@@ -83,14 +83,14 @@ class FilterGrid:
 def _check_channel(info: LayerInfo, channel: int, what: str = "filter") -> None:
     n = info.out_shape[0]
     if not 0 <= channel < n:
-        has = "filters" if info.spec.kind == "conv" else "channels"
+        has = "filters" if info.spec.kind in ("conv", "res") else "channels"
         raise ConvlensError(f"{what} {channel} is out of range: {info.name} has {n} {has} (0–{n - 1})")
 
 
 def filter_across_images(model: ConvNet, images: torch.Tensor, filter_index: int,
-                         kinds: Sequence[str] = ("conv", "maxpool"),
+                         kinds: Sequence[str] = ("conv", "res", "maxpool"),
                          labels: Sequence[str] | None = None) -> FilterGrid:
-    """Channel `filter_index` of every conv/pool layer for each image: rows = images, columns = layers."""
+    """Channel `filter_index` of every conv/residual/pool layer for each image: rows = images, columns = layers."""
     cols = spatial_layers(model, kinds)
     if not cols:
         raise ConvlensError(f"model {model.spec!r} has no {' or '.join(kinds)} layer to show")

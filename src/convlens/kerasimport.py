@@ -208,6 +208,10 @@ def weights_plan(kf: KerasFile, spec: str, input_shape: tuple[int, int, int], nu
                  keras_input: str = "0-1") -> Plan:
     """A Keras 3 .weights.h5 matched to a convlens spec: its conv, dense and batch-norm layers in order."""
     model = build_model(spec, input_shape, num_classes)
+    block = next((info for info in model.infos if info.spec.kind == "res"), None)
+    if block is not None:        # Keras has no one layer for it: a Sequential model cannot hold a skip
+        raise DataError(f"{kf.path}: {spec!r} has a residual block ({block.spec.token}); a Keras weights file of "
+                        "a Sequential model has nothing to fill it with")
     wanted = [i for i, info in enumerate(model.infos) if info.spec.kind in ("conv", "dense", "bn")]
     found = weights_only_layers(kf.handle)
     kinds = {"conv": "conv2d", "dense": "dense", "bn": "batch_normalization"}

@@ -5,6 +5,7 @@
       validate, keep the best weights, checkpoint
 
 Around it, in small named pieces: the optimizer and schedule (one-cycle or constant), the
+augmentation of each batch (augment.py), the moving average of the weights (ema.py), the
 input normalisation folded into the first layer afterwards, checkpoints (checkpoint.py),
 Ctrl-C (stop after the current step), and DistributedDataParallel (distributed.py).
 """
@@ -24,19 +25,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from .augment import augment
 from .checkpoint import Checkpoint, Progress, restore, save_checkpoint
 from .config import Recipe, TrainConfig
 from .datasets import Dataset, batches, on_device, stats_sample
 from .distributed import SINGLE, Cluster, all_sum, any_rank, lost
-from .engine import (
-    autocast,
-    channel_stats,
-    device_of,
-    loss_and_accuracy,
-    normalizer,
-    predict_logits,
-    to_input,
-)
+from .ema import WeightAverage
+from .engine import autocast, channel_stats, device_of, loss_and_accuracy, normalizer, predict_logits, to_input
 from .errors import RunError
 from .models import ConvNet
 
@@ -65,6 +60,20 @@ def lr_at(step: int, total: int, r: Recipe) -> float:
     if step <= warm:
         return cosine(start, r.lr, step / warm)
     return cosine(r.lr, end, (step - warm) / max(1, total - warm))
+
+
+def optimizer_for(model: nn.Module, r: Recipe, device: torch.device) -> torch.optim.Optimizer:
+    """The recipe's optimizer at the schedule's first learning rate. Weight decay applies to conv and dense
+    weights only: decaying batch norm's scale and the biases only pulls them towards 0 (Goyal et al. 2017)."""
+    params = list(model.parameters())
+    groups = ([{"params": [p for p in params if p.ndim > 1], "weight_decay": r.weight_decay},
+               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}] if r.weight_decay else params)
+    lr, fused = lr_at(0, 1, r), (device.type == "cuda") or None
+    if r.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=r.weight_decay)
+    if r.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, eps=r.eps, weight_decay=r.weight_decay, fused=fused)
+    return torch.optim.Adam(groups, lr=lr, eps=r.eps, fused=fused)
 
 
 def can_fold_normalization(model: ConvNet) -> bool:
@@ -156,6 +165,7 @@ def fit(model: ConvNet, data: Dataset, config: TrainConfig, precision: torch.dty
                     loop.opt.zero_grad(set_to_none=True)
                     loss.backward()                                                        # 4. backward + step
                     loop.opt.step()
+                    loop.average()
                     loop.schedule()                                                        # 5. schedule
                     loop.log(logits, loss, y)                                              # 6. log
                     if on_step:
@@ -231,8 +241,8 @@ class _Loop:
         self.n_used = n - n % bs if cluster.active and n >= bs else n
         self.steps_per_epoch = math.ceil(self.n_used / bs)
         self.total = config.epochs * self.steps_per_epoch
-        self.opt = torch.optim.Adam(model.parameters(), lr=lr_at(0, self.total, self.r), eps=self.r.eps,
-                                    fused=(self.device.type == "cuda") or None)
+        self.opt = optimizer_for(model, self.r, self.device)
+        self.ema = WeightAverage(model, self.r.ema) if self.r.ema else None
         self.gen = torch.Generator(device="cpu").manual_seed(config.seed)
         self.p, self.best_state, self.perm = Progress(), None, None
         self.loss_sum = torch.zeros((), device=self.device)
@@ -243,6 +253,10 @@ class _Loop:
 
     def _resume(self, ckpt: Checkpoint) -> None:
         restore(ckpt, self.model, self.opt, self.gen)
+        if self.ema is not None:
+            if ckpt.ema is None:
+                raise RunError(f"{ckpt.path}: the run averages its weights (ema) but the checkpoint has no average")
+            self.ema.load_state_dict(ckpt.ema)
         self.p, self.best_state = ckpt.progress, ckpt.best
         self.p.interrupted, self.p.stopped_at = False, None
         if ckpt.perm is not None and len(ckpt.perm) != len(self.y_train):
@@ -266,12 +280,22 @@ class _Loop:
         return zip(order, batches(self.x_train, order))
 
     def inputs(self, idx: torch.Tensor, x_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's input and targets for one step; half of them mirrored with the flip recipe."""
-        x, y = to_input(x_u8, self.device, self.norm), self.y_train[idx]
-        if self.r.flip:
-            mirror = (torch.rand(len(idx), generator=self.gen) < 0.5).to(self.device).view(-1, 1, 1, 1)
-            x = torch.where(mirror, x.flip(3), x)
-        return x, y
+        """The model's input and targets for one step, augmented as the recipe says (drawn from the data-order
+        generator, so a resumed run draws the same)."""
+        r = self.r
+        x_u8 = augment(x_u8.to(self.device), self.gen, r.crop, r.crop_pad, r.flip, r.erase, r.erase_area,
+                       r.erase_ratio)
+        return to_input(x_u8, self.device, self.norm), self.y_train[idx]
+
+    def average(self) -> None:
+        """Fold the weights of the step just taken into their moving average (when the recipe keeps one)."""
+        if self.ema is not None:
+            self.ema.update(self.model, self.p.step)
+
+    @property
+    def evaluated(self) -> ConvNet:
+        """The weights that are validated, kept as the best and saved: the moving average when there is one."""
+        return self.model if self.ema is None else self.ema.average
 
     def schedule(self) -> None:
         self.p.step, self.p.step_in_epoch = self.p.step + 1, self.p.step_in_epoch + 1
@@ -301,7 +325,8 @@ class _Loop:
             self.gather_sums()
         if self.run_dir is not None and self.cluster.main:
             save_checkpoint(self.run_dir, p, self.model, self.opt, self.gen, self.perm if p.step_in_epoch else None,
-                            (self.loss_sum, self.correct), self.best_state)
+                            (self.loss_sum, self.correct), self.best_state,
+                            self.ema.state_dict() if self.ema is not None else None)
 
     def end_epoch(self) -> dict:
         """The finished epoch's record: training sums, validation, the best epoch so far; then a checkpoint."""
@@ -312,11 +337,11 @@ class _Loop:
                   "time_s": round(p.epoch_time_s, 3)}
         if len(data.val_y):
             record["val_loss"], record["val_accuracy"] = loss_and_accuracy(
-                predict_logits(self.model, data.val_x, precision=self.precision, norm=self.norm), data.val_y)
+                predict_logits(self.evaluated, data.val_x, precision=self.precision, norm=self.norm), data.val_y)
             if record["val_loss"] < p.best_loss:
                 p.best_loss, p.best_epoch = record["val_loss"], p.epoch
                 if patience:
-                    self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    self.best_state = {k: v.detach().clone() for k, v in self.evaluated.state_dict().items()}
         p.epochs.append(record)
         p.train_time_s, p.epoch_time_s = p.train_time_s + p.epoch_time_s, 0.0
         p.stopped_early = bool(patience) and p.epoch - p.best_epoch >= patience
@@ -325,10 +350,13 @@ class _Loop:
         return record
 
     def finish(self) -> Progress:
-        """Where training stopped; the best weights restored (early stopping), the normalisation folded in."""
+        """Where training stopped; the averaged weights taken (ema) or the best ones restored (early stopping),
+        the normalisation folded in."""
         p = self.p
         if p.interrupted:
             p.stopped_at = [p.epoch, p.step_in_epoch]
+        if self.ema is not None:
+            self.model.load_state_dict(self.ema.state_dict())
         if self.best_state is not None and p.best_epoch != len(p.epochs):
             self.model.load_state_dict(self.best_state)
         if self.stats is not None:

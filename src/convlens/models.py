@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import residual
 from .errors import ConvlensError
 from .spec import (  # noqa: F401 (re-exported)
     MONOTONIC,
@@ -50,7 +51,7 @@ class LayerInfo:
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)   # conv and pools: zeros (pool: −∞) top, bottom, left, right
 
 
-_TYPES = {"conv": ("conv2d", "Conv2D"), "maxpool": ("max_pooling2d", "MaxPooling2D"),
+_TYPES = {"conv": ("conv2d", "Conv2D"), "res": ("residual", "Residual"), "maxpool": ("max_pooling2d", "MaxPooling2D"),
           "avgpool": ("average_pooling2d", "AveragePooling2D"),
           "gap": ("global_average_pooling2d", "GlobalAveragePooling2D"),
           "bn": ("batch_normalization", "BatchNormalization"), "dropout": ("dropout", "Dropout"),
@@ -97,6 +98,14 @@ def _conv_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
     return (l.units, ho, wo), params, ho * wo * l.units * k * k * c, f"{l.units} × ({k}×{k}×{c}{bias}) = {_fmt(params)}"
 
 
+def _res_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
+    c, h, w = shape
+    ho, wo = residual.out_size(h, l.stride), residual.out_size(w, l.stride)
+    params = sum(p for _, p, _ in residual.parts(c, l.units, l.stride))
+    return ((l.units, ho, wo), params, residual.mult_adds(c, l.units, l.stride, ho, wo),
+            residual.arithmetic(c, l.units, l.stride))
+
+
 def _pool_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
     c, h, w = shape
     n = l.units
@@ -137,7 +146,7 @@ def _dense_shape(text: str, l: LayerSpec, shape: tuple[int, ...]):
     return (l.units,), params, n_in * l.units, f"{l.units} × ({_fmt(n_in)}{' + 1' if l.bias else ''}) = {_fmt(params)}"
 
 
-_SHAPES = {"conv": _conv_shape, "maxpool": _pool_shape, "avgpool": _pool_shape, "gap": _gap_shape,
+_SHAPES = {"conv": _conv_shape, "res": _res_shape, "maxpool": _pool_shape, "avgpool": _pool_shape, "gap": _gap_shape,
            "flatten": _flatten_shape, "dropout": _dropout_shape, "act": _act_shape, "bn": _bn_shape,
            "dense": _dense_shape}
 
@@ -145,12 +154,19 @@ _SHAPES = {"conv": _conv_shape, "maxpool": _pool_shape, "avgpool": _pool_shape, 
 def _check_input(text: str, l: LayerSpec, shape: tuple[int, ...]) -> None:
     """A layer that needs an image-shaped (or a flat) input and gets the other: SpecError saying what to add."""
     spatial = len(shape) == 3
-    if l.kind in ("conv", "maxpool", "avgpool", "gap") and not spatial:
+    if l.kind in ("conv", "res", "maxpool", "avgpool", "gap") and not spatial:
         raise fail(text, l.index, l.token, f"needs an image-shaped input (H×W×C) but gets a flat vector of "
                    f"{shape[0]}; move it before 'flatten'")
     if l.kind == "dense" and spatial:
         raise fail(text, l.index, l.token, f"needs a flat input but gets {shape_text(shape)}; "
                    "add 'flatten' (or 'gap') before it")
+
+
+def _running_stats(l: LayerSpec, shape: tuple[int, ...]) -> int:
+    """The parameters of a layer that batch norm tracks rather than trains (its mean and variance)."""
+    if l.kind == "bn":
+        return 2 * shape[0]
+    return sum(s for _, _, s in residual.parts(shape[0], l.units, l.stride)) if l.kind == "res" else 0
 
 
 def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10,
@@ -173,8 +189,9 @@ def layer_infos(spec: str, input_shape: tuple[int, int, int] = (1, 28, 28), num_
         if total > MAX_PARAMS or math.prod(out) > MAX_VALUES:
             raise fail(text, l.index, l.token, f"too large: {math.prod(out):,} values out, {total:,} parameters so "
                        f"far (convlens builds at most {MAX_VALUES:,} values per layer and {MAX_PARAMS:,} parameters)")
-        trainable = params // 2 if l.kind == "bn" else params
-        pads = window(l, *shape[1:])[2] if l.kind in ("conv", "maxpool", "avgpool") else (0, 0, 0, 0)
+        trainable = params - _running_stats(l, shape)
+        pads = (window(l, *shape[1:])[2] if l.kind in ("conv", "maxpool", "avgpool") else
+                (residual.PAD,) * 4 if l.kind == "res" else (0, 0, 0, 0))
         infos.append(LayerInfo(l, f"{base}_{counters[base]}", typ, shape, out, params, trainable, mult_adds, why,
                                pads))
         shape = out
@@ -249,6 +266,8 @@ def _module(info: LayerInfo) -> nn.Module:
         if (top, left) == (bottom, right):
             return nn.Conv2d(shape[0], l.units, l.kernel, stride=l.stride, padding=(top, left), bias=l.bias)
         return PaddedConv2d(shape[0], l.units, l.kernel, stride=l.stride, bias=l.bias, pads=(left, right, top, bottom))
+    if l.kind == "res":
+        return residual.ResidualBlock(shape[0], l.units, l.stride)
     if l.kind == "dense":
         return nn.Linear(shape[0], l.units, bias=l.bias)
     if l.kind == "bn":
@@ -277,7 +296,7 @@ def _pool(x: torch.Tensor, info: LayerInfo) -> torch.Tensor:
 
 def _apply(info: LayerInfo, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     kind = info.spec.kind
-    if kind in ("conv", "dense", "act"):
+    if kind in ("conv", "res", "dense", "act"):
         return _activate(module(x), info.spec.act)
     if kind in ("maxpool", "avgpool"):
         return _pool(x, info)
@@ -289,16 +308,29 @@ def _apply(info: LayerInfo, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return module(x)
 
 
-def conv_layers(model: ConvNet) -> list[tuple[int, LayerInfo]]:
-    """(index into model.infos, info) of every conv layer."""
-    return [(i, info) for i, info in enumerate(model.infos) if info.spec.kind == "conv"]
+def conv_layers(model: ConvNet, blocks: bool = False) -> list[tuple[int, LayerInfo]]:
+    """(index into model.infos, info) of every conv layer; blocks: residual blocks too (every layer whose
+    output is a learned feature map: what Grad-CAM and the feature views look at; a block has no one kernel)."""
+    kinds = ("conv", "res") if blocks else ("conv",)
+    return [(i, info) for i, info in enumerate(model.infos) if info.spec.kind in kinds]
 
 
-def conv_layer(model: ConvNet, layer: int | str | None, default: int = 0) -> tuple[int, LayerInfo]:
-    """A conv layer by position among the conv layers (0-based), or by name; None: conv_layers[default]."""
-    convs = conv_layers(model)
+def not_one_convolution(info: LayerInfo) -> ConvlensError:
+    """The error for asking a residual block what only a single convolution has (one kernel, one sum)."""
+    return ConvlensError(f"{info.name} ({info.spec.token}) is a residual block, not a single convolution: two 3×3 "
+                         "convolutions with batch norm plus a skip connection, so it has no one kernel and its output "
+                         "pixel is not one sum of pixel × kernel; pick a conv layer")
+
+
+def conv_layer(model: ConvNet, layer: int | str | None, default: int = 0,
+               blocks: bool = False) -> tuple[int, LayerInfo]:
+    """A conv layer (blocks: or residual block) by position among them (0-based), or by name; None:
+    conv_layers[default]. A residual block asked for as a conv layer is an error that says why."""
+    convs = conv_layers(model, blocks)
+    what, whats = ("conv layer or residual block", "conv layers and residual blocks") if blocks else ("conv layer",
+                                                                                                      "conv layers")
     if not convs:
-        raise ConvlensError(f"model {model.spec!r} has no conv layer")
+        raise ConvlensError(f"model {model.spec!r} has no {what}")
     valid = ", ".join(f"{n} or {info.name}" for n, (_, info) in enumerate(convs))
     if isinstance(layer, str) and layer.strip().isdigit():    # "1" from a command line
         layer = int(layer)
@@ -309,24 +341,36 @@ def conv_layer(model: ConvNet, layer: int | str | None, default: int = 0) -> tup
     for found in convs:
         if found[1].name == layer:
             return found
-    raise ConvlensError(f"no conv layer {layer!r}: this model's conv layers are {valid}")
+    for _, info in conv_layers(model, blocks=True):
+        if info.name == layer:
+            raise not_one_convolution(info)
+    also = " or residual block of that name" if blocks else ""
+    raise ConvlensError(f"no conv layer {layer!r}{also}: this model's {whats} are {valid}")
 
 
 # ---------------------------------------------------------------------------
 # Where in the input a layer looks
 
+def _windows(info: LayerInfo) -> list[tuple[int, int, int, int]]:
+    """(size, stride, top padding, left padding) of each window of a layer, from its output back to its input.
+    A residual block is its two 3×3 convolutions, the second first (its 1×1 skip sees a subset of their box)."""
+    l = info.spec
+    if l.kind == "res":
+        k, p = residual.KERNEL, residual.PAD
+        return [(k, 1, p, p), (k, l.stride, p, p)]
+    if l.kind in ("conv", "maxpool", "avgpool"):
+        return [(l.kernel if l.kind == "conv" else l.units, l.stride, info.pads[0], info.pads[2])]
+    return []
+
+
 def input_box(infos: Sequence[LayerInfo], top: int, left: int, bottom: int, right: int) -> tuple[int, int, int, int]:
     """The input box (inclusive, unclipped) that the output box of the last of `infos` depends on. Walks
     back through the layers: a window of size k, stride s and padding p (top, or left) maps outputs
-    a..b to inputs a·s−p .. b·s−p+k−1, convolutions and pools alike; batch norm, dropout and
-    activations map a pixel to itself."""
+    a..b to inputs a·s−p .. b·s−p+k−1, convolutions and pools alike (a residual block: its two 3×3
+    convolutions, 5×5 growth at stride 1); batch norm, dropout and activations map a pixel to itself."""
     for info in reversed(infos):
-        l = info.spec
-        if l.kind not in ("conv", "maxpool", "avgpool"):
-            continue
-        k, s = (l.kernel, l.stride) if l.kind == "conv" else (l.units, l.stride)
-        pt, pl = info.pads[0], info.pads[2]
-        top, left, bottom, right = top * s - pt, left * s - pl, bottom * s - pt + k - 1, right * s - pl + k - 1
+        for k, s, pt, pl in _windows(info):
+            top, left, bottom, right = top * s - pt, left * s - pl, bottom * s - pt + k - 1, right * s - pl + k - 1
     return top, left, bottom, right
 
 
@@ -337,9 +381,9 @@ def _clip(model: ConvNet, box: tuple[int, int, int, int]) -> tuple[int, int, int
 
 
 def receptive_field(model: ConvNet, layer: int | str, row: int, col: int, clip: bool = True) -> tuple[int, int, int, int]:
-    """The input pixels output pixel (row, col) of a conv layer depends on: (top, left, bottom, right),
-    inclusive, clipped to the image (clip=False: the whole window, which may reach past the image)."""
-    i, _ = conv_layer(model, layer)
+    """The input pixels output pixel (row, col) of a conv layer or residual block depends on: (top, left,
+    bottom, right), inclusive, clipped to the image (clip=False: the whole window, which may reach past it)."""
+    i, _ = conv_layer(model, layer, blocks=True)
     box = input_box(model.infos[:i + 1], row, col, row, col)
     return _clip(model, box) if clip else box
 

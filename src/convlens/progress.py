@@ -27,7 +27,17 @@ def start_lines(start, resumed: bool) -> list[str]:
     return [summarize(config.model, data.input_shape, data.num_classes).text(), "",
             f"Training {config.model!r} on {data.name}: {len(data.train_y):,} images "
             f"({len(data.val_y):,} held out for validation), recipe {s.name}: "
-            f"batch {s.batch_size}, lr {s.lr:g} {s.schedule}, {config.epochs} epochs → {start.path}"]
+            f"batch {s.batch_size}, lr {s.lr:g} {s.schedule}{technique_text(s)}, {config.epochs} epochs "
+            f"→ {start.path}"]
+
+
+def technique_text(s) -> str:
+    """The recipe's optimizer and regularisers beyond the fast recipe's, e.g. ', adamw wd 0.05, crop 1 (±2 px),
+    flip 0.5, erase 0.25, ema 0.999' (s: a config.Recipe)."""
+    parts = [s.optimizer + (f" wd {s.weight_decay:g}" if s.weight_decay else "")] if s.optimizer != "adam" else []
+    parts += [f"crop {s.crop:g} (±{s.crop_pad} px)"] if s.crop and s.crop_pad else []
+    parts += [f"{name} {getattr(s, name):g}" for name in ("flip", "erase", "ema") if getattr(s, name)]
+    return "".join(", " + p for p in parts)
 
 
 def progress_text(results: dict) -> str:

@@ -246,11 +246,17 @@ def _checked_section(run: Run, model: ConvNet, data, index: int) -> Section:
 
 
 def _features_section(run: Run, model: ConvNet, data) -> Section:
-    """What each filter of every conv layer looks for, and the class views."""
+    """What each filter of every conv layer (and the first residual block) looks for, and the class views."""
     body = Html("")
-    for lf in feature_views.all_layer_features(model, data):
+    blocks = [info.name for _, info in conv_layers(model, blocks=True) if info.spec.kind == "res"]
+    for layer in [info.name for _, info in conv_layers(model)] + blocks[:1]:
+        lf = feature_views.layer_features(model, data, layer)
         lines = lf.text(len(data.test_y))
         body += figure_html(lf.png(), " ".join(line.strip() for line in lines) + ".")
+    if len(blocks) > 1:     # each deeper block optimises an input per filter through more layers: minutes on a CPU
+        body += paragraph(f"The deeper residual blocks ({', '.join(blocks[1:])}) are left out of this page: each "
+                          f"takes a minute or more on a CPU. `convlens features {run.name} --layer {blocks[-1]}` "
+                          "draws one, and the explorer shows any filter's when you click its map.")
     _, png = feature_views.class_view(model, run.classes)
     body += figure_html(png, "Class views: an input optimised to raise each class's score, with its probability. "
                         "Real examples (the crops above) tell more about a unit than such pictures do (Borowski "
@@ -280,7 +286,7 @@ def _feature_maps_section(run: Run, model: ConvNet, data, index: int, compare_im
         if png is not None:
             body += figure_html(png, f"{layer.name}: all {layer.output.shape[0]} output maps.")
     if ex.cam is not None:
-        chans = min(l.out_shape[0] for l in model.infos if l.spec.kind in ("conv", "maxpool"))
+        chans = min(l.out_shape[0] for l in model.infos if l.spec.kind in ("conv", "res", "maxpool"))
         f_idx = filter_index if filter_index < chans else 0
         chosen = [i for i in compare_images if i < len(data.test_y)]
         _, png = views.filter_figure(model, data, chosen, f_idx)
@@ -310,7 +316,7 @@ def build_run_report(run: Run, data, lab_index: int = 0, inspect_index: int = 0,
     explanations, what the filters look for, lab."""
     model = run.load_model(device)
     ev = evaluate(model, data.test_x, data.test_y, run.classes, views.run_precision(run, device_of(model)))
-    has_conv = bool(conv_layers(model))
+    has_conv = bool(conv_layers(model, blocks=True))
     sections = [_model_section(run), _curves_section(run), *_results_sections(run, model, ev, data),
                 _kernels_section(model),
                 _feature_maps_section(run, model, data, inspect_index, compare_images, filter_index),

@@ -269,7 +269,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 # The numbers the views compute with (curves, the comparison table): each must be one, or the run is damaged.
 EPOCH_NEEDS, EPOCH_MAY = ("epoch", "loss", "accuracy"), ("val_loss", "val_accuracy", "lr", "time_s")
-RESULTS_MAY = ("test_loss", "test_accuracy", "test_accuracy_tta", "train_time_s", "wall_time_s", "epochs_run")
+RESULTS_MAY = ("test_loss", "test_accuracy", "test_accuracy_tta", "val_accuracy_tta", "train_time_s", "wall_time_s",
+               "epochs_run")
 
 
 def is_number(value) -> bool:

@@ -12,6 +12,11 @@ A spec reads like the seed's layer list, tokens joined by '-':
     pool[<N>][s<S>][same] / avgpool[<N>][s<S>][same]
                             N×N max / average pooling (default 2), stride S (default N), `same`
                             as for conv (an average counts only the image's pixels, as Keras)
+    res<C>[s<S>]            a residual block (He et al. 2016's basic block), one layer:
+                            conv3×3 (stride S, default 1) → bn → relu → conv3×3 → bn, plus the skip,
+                            then relu; both convs pad 1 (the output is ⌈input / S⌉, as `same`) and have
+                            no bias; the skip is the input itself, or a 1×1 conv with stride S and bn
+                            where the width or the stride changes. e.g. res64, res128s2 (residual.py)
     gap                     global average pooling (one value per channel)
     bn[e<eps>]              batch normalisation; eps default 1e-5 (PyTorch's; Keras's is 0.001)
     dropout<P>              dropout with rate P in [0, 1), e.g. dropout0.25
@@ -56,16 +61,24 @@ register_preset("seed", "conv64-pool-conv64-pool-flatten-dense128-dense10",
                 "the study note's CNN: two 3×3 conv layers of 64 filters, 2×2 max pooling, dense 128")
 register_preset("dense", "flatten-dense128-dense10",
                 "the fully connected baseline the seed builds on: flatten, dense 128, dense 10")
+register_preset("seed-bn", "conv64-pool-bn-conv64-pool-bn-flatten-dense128-dense10",
+                "the seed with batch normalisation after each conv layer's pooling (512 more parameters)")
+register_preset("resnet-cpu", "conv32same-bn-res32-res64s2-res64-res128s2-res128-gap-dense10",
+                "a small ResNet for a CPU: a 3×3 stem, five residual blocks (32 filters at 28×28, 64 at 14×14, "
+                "128 at 7×7), global average pooling")
+register_preset("resnet-gpu", "conv64same-bn-res64-res64-res128s2-res128-res256s2-res256-gap-dense10",
+                "a ResNet-18-like network for a GPU: six residual blocks of 64, 128 and 256 filters at 28×28, "
+                "14×14 and 7×7")
 
 
 @dataclass(frozen=True)
 class LayerSpec:
-    kind: str              # conv, maxpool, avgpool, gap, bn, dropout, act, flatten, dense
+    kind: str              # conv, res, maxpool, avgpool, gap, bn, dropout, act, flatten, dense
     token: str             # the text it came from
     index: int             # 1-based position of the token in the spec
-    units: int = 0         # conv filters / dense units / pool size
+    units: int = 0         # conv and res filters / dense units / pool size
     kernel: int = 0
-    stride: int = 1        # conv and pools (a pool's default: its size)
+    stride: int = 1        # conv, res and pools (a pool's default: its size)
     padding: int = 0       # conv: zeros on every side
     same: bool = False     # conv and pools: Keras's padding="same"
     bias: bool = True      # conv and dense
@@ -78,6 +91,7 @@ _ACT = r"(?:_(?P<act>[a-z]+))?"
 _PATTERNS = [
     ("conv", re.compile(r"conv(?P<units>\d+)(?:k(?P<kernel>\d+))?(?:s(?P<stride>\d+))?"
                         r"(?:p(?P<padding>\d+)|(?P<same>same))?(?P<nb>nb)?" + _ACT)),
+    ("res", re.compile(r"res(?P<units>\d+)(?:s(?P<stride>\d+))?")),
     ("maxpool", re.compile(r"(?:max)?pool(?P<units>\d+)?(?:s(?P<stride>\d+))?(?P<same>same)?")),
     ("avgpool", re.compile(r"avgpool(?P<units>\d+)?(?:s(?P<stride>\d+))?(?P<same>same)?")),
     ("gap", re.compile(r"gap")),
@@ -87,7 +101,8 @@ _PATTERNS = [
     ("flatten", re.compile(r"flatten")),
     ("dense", re.compile(r"dense(?P<units>\d+)(?P<nb>nb)?" + _ACT)),
 ]
-_HINTS = {"conv": "conv needs a filter count, e.g. conv64 or conv32k5", "dense": "dense needs a width, e.g. dense128",
+_HINTS = {"conv": "conv needs a filter count, e.g. conv64 or conv32k5",
+          "res": "res needs a filter count, e.g. res64 or res128s2", "dense": "dense needs a width, e.g. dense128",
           "dropout": "dropout needs a rate in [0, 1), e.g. dropout0.25"}
 
 
@@ -140,7 +155,7 @@ def _match(text: str, i: int, token: str) -> tuple[str, dict]:
     stem = re.match(r"[a-z]*", tok).group()
     if stem in _HINTS:
         raise fail(text, i, token, _HINTS[stem])
-    known = "conv<C>, pool, avgpool, gap, bn, dropout<P>, relu, flatten, dense<N>"
+    known = "conv<C>, res<C>, pool, avgpool, gap, bn, dropout<P>, relu, flatten, dense<N>"
     raise fail(text, i, token, f"unknown layer (known: {known}; or a preset: {', '.join(PRESETS)})")
 
 
@@ -152,16 +167,17 @@ def _parse_token(text: str, i: int, token: str) -> LayerSpec:
         raise fail(text, i, token, f"unknown activation {act!r} (known: {', '.join(ACTIVATION_NAMES)})")
     pool = "pool" in kind
     units = int(g.get("units", 2 if pool else 0))
-    layer = LayerSpec(kind=kind, token=token, index=i, units=units, kernel=int(g.get("kernel", 3)) if kind == "conv"
-                      else 0, stride=int(g.get("stride", units if pool else 1)), padding=int(g.get("padding", 0)),
-                      same="same" in g, bias="nb" not in g, rate=float(g.get("rate", 0.0)),
+    layer = LayerSpec(kind=kind, token=token, index=i, units=units, kernel=int(g.get("kernel", 3)) if kind in
+                      ("conv", "res") else 0, stride=int(g.get("stride", units if pool else 1)),
+                      padding=int(g.get("padding", 1 if kind == "res" else 0)), same="same" in g,
+                      bias="nb" not in g and kind != "res", rate=float(g.get("rate", 0.0)),
                       eps=float(g.get("eps", 1e-5)), act=act)
-    if kind in ("conv", "dense", "maxpool", "avgpool") and layer.units < 1:
+    if kind in ("conv", "res", "dense", "maxpool", "avgpool") and layer.units < 1:
         raise fail(text, i, token, "size must be at least 1")
-    if kind in ("conv", "maxpool", "avgpool") and (layer.kernel < 1 and kind == "conv" or layer.stride < 1):
+    if kind in ("conv", "res", "maxpool", "avgpool") and (layer.kernel < 1 and kind == "conv" or layer.stride < 1):
         raise fail(text, i, token, "kernel and stride must be at least 1")
-    if kind in ("conv", "dense") and layer.units > MAX_WIDTH:
-        what = "filters" if kind == "conv" else "units"
+    if kind in ("conv", "res", "dense") and layer.units > MAX_WIDTH:
+        what = "units" if kind == "dense" else "filters"
         raise fail(text, i, token, f"{layer.units:,} {what}; at most {MAX_WIDTH:,}")
     if max(layer.kernel, layer.stride, layer.padding, units if pool else 0) > MAX_WINDOW:
         raise fail(text, i, token, f"kernel, stride, padding and pool sizes go up to {MAX_WINDOW}")
@@ -171,6 +187,6 @@ def _parse_token(text: str, i: int, token: str) -> LayerSpec:
 
 
 def _with_act(layer: LayerSpec, act: str) -> LayerSpec:
-    if layer.kind not in ("conv", "dense"):
+    if layer.kind not in ("conv", "res", "dense"):
         return layer
     return LayerSpec(**{**layer.__dict__, "act": act})

@@ -65,7 +65,7 @@ class TensorBoardLog:
         if len(data.test_y):
             label = data.classes[int(data.test_y[0])]
             for layer in activations(model, data.test_x[0]):
-                if layer.kind == "conv":
+                if layer.kind in ("conv", "res"):
                     png = figures.feature_map_grid(layer.output, f"{layer.name} {layer.shape}: test image 0 ({label})")
                     self.writer.add_image(f"feature_maps/{layer.name}", _image(png), epoch)
         self.writer.flush()

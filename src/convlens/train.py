@@ -296,10 +296,7 @@ def _finish(start: Start, precision: torch.dtype, ckpt: Checkpoint | None, recor
         save_weights(path / "model.safetensors", model, data.classes)
         test_logits = predict_logits(model, data.test_x, precision=precision)
         test_loss, test_acc = loss_and_accuracy(test_logits, data.test_y)
-        tta = {}
-        if config.settings.flip:   # trained on mirror images too: the mirror-averaged test accuracy beside it
-            tta = {"test_accuracy_tta": loss_and_accuracy(
-                predict_logits(model, data.test_x, precision=precision, tta=True), data.test_y)[1]}
+        tta = _flip_tta(model, data, precision) if config.settings.flip else {}
         write_json(path / "results.json", {"test_loss": test_loss, "test_accuracy": test_acc, **tta,
                                            "test_precision": "bf16" if precision == torch.bfloat16 else "fp32",
                                            **_ending(p, config), "wall_time_s": round(time.perf_counter() - wall, 3)})
@@ -308,6 +305,17 @@ def _finish(start: Start, precision: torch.dtype, ckpt: Checkpoint | None, recor
                  model, data)
     barrier(cluster)
     return open_run(path)
+
+
+def _flip_tta(model: ConvNet, data: Dataset, precision: torch.dtype) -> dict:
+    """Trained on mirror images too: the mirror-averaged accuracy (flip test-time augmentation), reported beside
+    the plain one and never in its place, on the test set and on the validation set (where choices are made)."""
+    tta = {"test_accuracy_tta": loss_and_accuracy(predict_logits(model, data.test_x, precision=precision, tta=True),
+                                                  data.test_y)[1]}
+    if len(data.val_y):
+        tta["val_accuracy_tta"] = loss_and_accuracy(predict_logits(model, data.val_x, precision=precision, tta=True),
+                                                    data.val_y)[1]
+    return tta
 
 
 def _ending(p: Progress, config: TrainConfig) -> dict:

@@ -137,7 +137,7 @@ def mistakes_gallery(ev: Evaluation, test_x, k: int = 24, model: ConvNet | None 
     if model is None or not len(worst):
         return figures.gallery(images, captions, "most confidently misclassified test images")
     tiles = [reasons(model, test_x[int(i)], int(ev.predictions[i]), method) for i in worst]
-    what = f"saliency and {CAM_NAMES[method]}" if conv_layers(model) else "saliency"
+    what = f"saliency and {CAM_NAMES[method]}" if conv_layers(model, blocks=True) else "saliency"
     return figures.gallery(np.stack(tiles), captions, f"most confidently misclassified test images, each with the "
                            f"{what} of the class it was taken for", cols=4)
 
@@ -149,7 +149,7 @@ def reasons(model: ConvNet, image: torch.Tensor, target: int, method: str = "lay
     gray, shown = display_image(image), as_drawn(image[None])[0]
     plain = shown / 255.0 if shown.ndim == 3 else np.repeat(gray[..., None], 3, axis=2)
     tiles = [plain, overlay_rgb(gray, saliency(model, image, target))]
-    if conv_layers(model):
+    if conv_layers(model, blocks=True):
         tiles.append(overlay_rgb(gray, grad_cam(model, image, target, method=method).cam))
     return side_by_side(tiles)
 
@@ -254,7 +254,7 @@ def explain(model: ConvNet, image: torch.Tensor, classes: Sequence[str], method:
             k: int = 3, need_cam: bool = True) -> Explanation:
     """Top-k, saliency and the CAM (method: layercam or gradcam) of one image, on the last conv layer.
     need_cam: a model without a conv layer is an error (else its Explanation has no CAM)."""
-    cam = grad_cam(model, image, method=method) if need_cam or conv_layers(model) else None
+    cam = grad_cam(model, image, method=method) if need_cam or conv_layers(model, blocks=True) else None
     return Explanation(top_k(model, image, classes, k), saliency(model, image), cam, method)
 
 

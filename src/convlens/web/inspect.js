@@ -83,11 +83,12 @@ function layerBox(layer) {
   const [, h, w] = layer.maps.shape, grid = el("div", { class: "maps" });
   const scale = Math.max(1, Math.floor(128 / Math.max(h, w)));       // room for a thin outline of one pixel
   decodeMaps(layer.maps).forEach((m, ch) => {
+    const learned = layer.kind === "conv" || layer.kind === "res";     // a filter's map: what it looks for
     const cv = el("canvas", { width: w * scale, height: h * scale, "data-layer": layer.name, "data-channel": ch,
-                              class: layer.kind === "conv" ? "conv" : "", title: `${layer.name} map ${ch}` });
+                              class: learned ? "conv" : "", title: `${layer.name} map ${ch}` });
     cv.redraw = () => drawValues(cv, m, h, w, "activation");
     cv.redraw();
-    if (layer.kind === "conv") cv.addEventListener("click", () => showFilter(layer.name, ch, cv, inspectTest));
+    if (learned) cv.addEventListener("click", () => showFilter(layer.name, ch, cv, inspectTest));
     else cv.addEventListener("click", () => enlarge(cv, `${layer.name}, map ${ch} (${h}×${w}); values ${layer.maps.min[ch].toFixed(3)} to ${layer.maps.max[ch].toFixed(3)}`));
     cv.addEventListener("mousemove", (e) => {                 // every map: the value under the pointer
       const at = cellAt(e, cv, h, w);
@@ -97,12 +98,19 @@ function layerBox(layer) {
     if (layer.kind === "conv") {
       cv.addEventListener("mousemove", (e) => hoverPixel(cellAt(e, cv, h, w), layer.name, ch, cv, h, w));
       cv.addEventListener("mouseleave", clearArithmetic);
+    } else if (layer.kind === "res") {                        // no one kernel to show the sum of
+      cv.addEventListener("mousemove", () => $("#arith").replaceChildren(el("p", { class: "hint", text: residualNote(layer) })));
+      cv.addEventListener("mouseleave", clearArithmetic);
     }
     grid.append(cv);
   });
   box.append(grid);
   return box;
 }
+
+const residualNote = (layer) => `${layer.name} is a residual block, not a single convolution: two 3×3 convolutions with ` +
+  "batch norm plus a skip connection, then relu, so its pixels are not one sum of pixel × kernel (the value under the " +
+  "pointer is above). Hover a conv layer's map for the arithmetic; click a map to see what its filter looks for.";
 
 // The inspected image (decoded once), with the receptive field of a hovered pixel outlined.
 function drawInput(canvas, box = null) {

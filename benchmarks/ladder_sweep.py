@@ -1,0 +1,92 @@
+"""The validation-only sweep behind the ladder's rungs and the recipe `strong` (benchmarks/LADDER_SWEEP.md).
+
+Every run trains through convlens.train with the test split replaced by the validation split, so the
+test images are never evaluated while choosing: results.json's "test" figures of these runs are
+validation figures. One JSON line per run goes to benchmarks/results/ladder-sweep.jsonl.
+
+    PYTHONPATH=src python benchmarks/ladder_sweep.py s3 [--threads 1] [--runs-dir /tmp/sweep-runs]
+
+Groups s1–s5 are what was run on 2026-11-28 (1 thread each, the other core busy); `full` is the sweep
+still to run at the ladder's real budget (30 epochs of resnet-cpu: ~15–30 min a run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from convlens import TrainConfig, train
+from convlens.datasets import training_data
+
+AUG = {"crop": 1.0, "crop_pad": 2, "flip": 0.5}
+ERASE = {**AUG, "erase": 0.25}
+BN_AFTER_POOL, BN_BEFORE_POOL = ("conv64-pool-bn-conv64-pool-bn-flatten-dense128-dense10",
+                                 "conv64-bn-pool-conv64-bn-pool-flatten-dense128-dense10")
+RES32_FIRST = "conv32same-bn-res32-res64s2-res64-res128s2-res128-gap-dense10"    # resnet-cpu since s5
+RES64_FIRST = "conv32same-bn-res64s2-res64-res128s2-res128-gap-dense10"           # resnet-cpu in s1–s5
+FIRST_STRONG = {"recipe": "strong", "batch_size": 128, "lr": 2e-3, "optimizer": "adamw", "weight_decay": 0.05,
+                "erase": 0.25}   # the first guess at `strong` (it also used init torch: not a flag, see the notes)
+GROUPS = {
+    "s1": [("s1-seed", {"model": "seed", "epochs": 5}),
+           ("s1-seedbn-poolbn", {"model": BN_AFTER_POOL, "epochs": 5}),
+           ("s1-seedbn-bnpool", {"model": BN_BEFORE_POOL, "epochs": 5}),
+           ("s1-resnet-strong4", {"model": RES64_FIRST, "epochs": 4, **FIRST_STRONG, "ema": 0.999})],
+    "s2": [("s2-strong-noema", {"model": RES64_FIRST, "epochs": 4, **FIRST_STRONG, "ema": 0.0}),
+           ("s2-strong-noerase", {"model": RES64_FIRST, "epochs": 4, **FIRST_STRONG, "ema": 0.999, "erase": 0.0}),
+           ("s2-fast-aug", {"model": RES64_FIRST, "recipe": "fast", "epochs": 4, **ERASE}),
+           ("s2-strong-lr4e-3", {"model": RES64_FIRST, "epochs": 4, **FIRST_STRONG, "ema": 0.999, "lr": 4e-3})],
+    "s3": [("s3-fast-aug-ema", {"model": RES64_FIRST, "recipe": "fast", "epochs": 4, "ema": 0.999, **ERASE}),
+           ("s3-L10k-fast-aug", {"model": RES64_FIRST, "recipe": "fast", "epochs": 20, "limit": 10000, **ERASE}),
+           ("s3-L10k-fast-aug-ema", {"model": RES64_FIRST, "recipe": "fast", "epochs": 20, "limit": 10000,
+                                     "ema": 0.999, **ERASE}),
+           ("s3-L10k-fast-aug-adamw", {"model": RES64_FIRST, "recipe": "fast", "epochs": 20, "limit": 10000,
+                                       "optimizer": "adamw", "weight_decay": 0.05, **ERASE}),
+           ("s3-L10k-fast-noerase", {"model": RES64_FIRST, "recipe": "fast", "epochs": 20, "limit": 10000, **AUG})],
+    "s4": [("s4-seed-e10", {"model": "seed", "recipe": "fast", "epochs": 10}),
+           ("s4-seedbn-e10", {"model": "seed-bn", "recipe": "fast", "epochs": 10}),
+           ("s4-seedbn-aug-e10", {"model": "seed-bn", "recipe": "fast", "epochs": 10, **AUG}),
+           ("s4-L10k-res32first", {"model": RES32_FIRST, "recipe": "fast", "epochs": 20, "limit": 10000, **AUG})],
+    "s5": [("s5-L10k-resnetcpu-e26", {"model": RES64_FIRST, "recipe": "fast", "epochs": 26, "limit": 10000,
+                                      **AUG})],
+    # Still to run, on an idle machine with 2 threads: the strong recipe and its neighbours at the real budget.
+    "full": [("full-strong-e30", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30}),
+             ("full-strong-e30-erase", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30, "erase": 0.25}),
+             ("full-strong-e30-noema", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30, "ema": 0.0}),
+             ("full-res64first-e38", {"model": RES64_FIRST, "recipe": "strong", "epochs": 38})],   # ~ equal time
+}
+
+
+def run(name: str, settings: dict, runs_dir: str, threads: int, data_dir: str | None, out: Path) -> dict:
+    config = TrainConfig(**{"recipe": "fast", **settings}, runs_dir=runs_dir, name=name, threads=threads,
+                         data_dir=data_dir)
+    data = training_data(config)
+    data = replace(data, test_x=data.val_x, test_y=data.val_y)       # never the test set
+    t0 = time.perf_counter()
+    r = train(config, data=data)
+    line = {"name": name, **settings, "val_acc_per_epoch": [round(e["val_accuracy"], 4) for e in r.metrics],
+            "val_final": round(r.metrics[-1]["val_accuracy"], 4),
+            "val_tta": round(r.results.get("val_accuracy_tta", float("nan")), 4),
+            "train_s": r.results["train_time_s"], "wall_s": round(time.perf_counter() - t0, 1), "threads": threads}
+    with out.open("a") as f:
+        f.write(json.dumps(line) + "\n")
+    return line
+
+
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("group", choices=list(GROUPS))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs-dir", default="/tmp/ladder-sweep-runs")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "ladder-sweep.jsonl"))
+    args = p.parse_args(argv)
+    for name, settings in GROUPS[args.group]:
+        print(json.dumps(run(name, settings, args.runs_dir, args.threads, args.data_dir, Path(args.out))), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
