@@ -6,7 +6,7 @@ validation figures. One JSON line per run goes to benchmarks/results/ladder-swee
 
     PYTHONPATH=src python benchmarks/ladder_sweep.py s3 [--threads 1] [--runs-dir /tmp/sweep-runs]
 
-Groups s1–s5 are what was run on 2026-11-28 (1 thread each, the other core busy); `full` is the sweep
+Groups s1–s5 are what was run on 2026-11-27 (1 thread each, the other core busy); `full` is the sweep
 still to run at the ladder's real budget (30 epochs of resnet-cpu: ~15–30 min a run).
 """
 
