@@ -97,6 +97,9 @@ def _cases(image, images):
         "gallery": lambda: figures.gallery(images, [f"true: {CLASSES[i % 10]}\npred: Shirt (0.9{i % 10})"
                                                     for i in range(len(images))], "misclassified"),
         "curves": lambda: charts.curves([curve_series()]),
+        "ladder_curves": lambda: charts.ladder_curves(
+            [{"label": "seed", "epochs": [1, 2, 3], "val_accuracy": [0.88, 0.9, 0.91], "time_s": [10, 20, 30]},
+             {"label": "resnet", "epochs": [1, 2, 3], "val_accuracy": [0.9, 0.92, 0.93], "time_s": [60, 120, 180]}]),
         "deletion_curves": lambda: charts.deletion_curves(
             np.linspace(0, 1, 21), [("saliency", 0.9 * 0.9 ** np.arange(21), 0.21)], 0.9 - 0.04 * np.arange(21),
             "Sneaker"),
@@ -113,7 +116,7 @@ def _cases(image, images):
 
 
 CASE_NAMES = ["png_image", "convolution_lab", "feature_map_grid", "filter_comparison", "kernel_grid",
-              "explanation", "confusion_matrix", "per_class_bars", "gallery", "curves", "deletion_curves",
+              "explanation", "confusion_matrix", "per_class_bars", "gallery", "curves", "ladder_curves", "deletion_curves",
               "attribution_panel", "sanity_strip", "feature_grid"]
 
 

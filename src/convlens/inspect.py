@@ -93,7 +93,9 @@ def filter_across_images(model: ConvNet, images: torch.Tensor, filter_index: int
     """Channel `filter_index` of every conv/residual/pool layer for each image: rows = images, columns = layers."""
     cols = spatial_layers(model, kinds)
     if not cols:
-        raise ConvlensError(f"model {model.spec!r} has no {' or '.join(kinds)} layer to show")
+        block = " or residual block" if "res" in kinds else ""
+        raise ConvlensError(f"model {model.spec!r} has no {' or '.join(k for k in kinds if k != 'res')} layer{block} "
+                            "to show")
     for _, info in cols:
         _check_channel(info, filter_index)
     x = model_input(model, images)                                          # (N, C, H, W)
