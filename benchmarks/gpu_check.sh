@@ -66,6 +66,17 @@ $PY -m convlens bench --only convlens --seeds "$SEEDS" --data-dir "$DATA" --out 
 for run in gpu gpu-folder gpu-ddp; do cp "$RUNS/$run/results.json" "$OUT/results-$run.json"; done
 fi
 
+echo "== augmentation on $DEVICE draws what it draws on the CPU (the same seeded generator)"
+$PY - "$DEVICE" <<'PYEOF'
+import sys, torch
+from convlens.augment import augment
+x = torch.randint(1, 256, (64, 1, 28, 28), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+kw = dict(crop=1.0, crop_pad=2, flip=0.5, erase=0.5)
+on = augment(x.to(sys.argv[1]), torch.Generator().manual_seed(3), **kw).cpu()
+assert torch.equal(on, augment(x, torch.Generator().manual_seed(3), **kw)), "augmentation differs on the device"
+print("augmentation: equal on", sys.argv[1])
+PYEOF
+
 echo "== the ladder's strongest presets, recipe strong, $STRONG_EPOCHS epochs, on $DEVICE"
 for preset in resnet-cpu resnet-gpu; do
     $PY -m convlens train --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS" --name "gpu-$preset" --model $preset \

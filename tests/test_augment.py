@@ -1,7 +1,6 @@
 """Augmentation of training batches: each one's effect on known images, its probability, and that it is
 drawn from the run's generator alone."""
 
-import pytest
 import torch
 
 from convlens.augment import augment, erase_boxes, random_crop, random_erase, random_flip
@@ -91,10 +90,3 @@ def test_augment_is_drawn_from_the_generator_alone_and_adds_nothing_when_off():
     assert torch.equal(a, b) and not torch.equal(a, x)
     g = gen(7)
     assert torch.equal(augment(x, g), x) and torch.equal(g.get_state(), gen(7).get_state())   # nothing drawn
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
-def test_augment_on_the_gpu_equals_the_cpu():
-    x = images(64)
-    settings = dict(crop=1.0, crop_pad=2, flip=0.5, erase=0.5)
-    assert torch.equal(augment(x.cuda(), gen(3), **settings).cpu(), augment(x, gen(3), **settings))
