@@ -224,7 +224,9 @@ def inspection(run, model, looked: views.Looked, k: int, cam: str) -> dict:
         layers.append(entry)
     ex = views.explain(model, looked.image, run.classes, cam, k, need_cam=False)
     # Grad-CAM's sum before its ReLU (LayerCAM's weights are never negative): where the class is argued against too.
-    signs = grad_cam(model, looked.image, ex.cam.target, method="gradcam").signed.round(4).tolist() if ex.cam else None
+    gradcam = ex.cam if ex.cam and ex.cam.method == "gradcam" else (
+        grad_cam(model, looked.image, ex.cam.target, method="gradcam") if ex.cam else None)
+    signs = gradcam.signed.round(4).tolist() if gradcam else None
     return {"label": looked.label, "true": looked.true,
             "true_class": run.classes[looked.true] if looked.true is not None else None,
             "input": encode_image(looked.image), "top": [{"class": c, "probability": p} for c, p in ex.top],

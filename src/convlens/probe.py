@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .engine import PIXEL_MAX, eval_mode
+from .engine import PIXEL_MAX
 from .errors import RunError
 from .files import write_atomic
 from .inspect import activations, encode_maps
@@ -38,13 +38,11 @@ def model_view(image_u8: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] 
 
 def snapshot(model: ConvNet, image_u8: torch.Tensor, stats, classes) -> dict:
     """The probe's conv maps (the first MAX_CHANNELS of each layer) and class probabilities now."""
-    x = model_view(image_u8, stats)
+    outputs = activations(model, model_view(image_u8, stats))          # the last one: the logits
     layers = [{"name": l.name, "kind": l.kind, "shape": l.shape, "maps": encode_maps(l.output[:MAX_CHANNELS]),
                "channels": int(l.output.shape[0])}
-              for l in activations(model, x) if l.kind not in PASSIVE and l.output.ndim == 3]
-    with eval_mode(model), torch.no_grad():
-        logits = model(x[None].to(next(model.parameters()).device).contiguous(memory_format=torch.channels_last))
-    probs = torch.softmax(logits.float()[0], 0).cpu().tolist()
+              for l in outputs if l.kind not in PASSIVE and l.output.ndim == 3]
+    probs = torch.softmax(torch.from_numpy(outputs[-1].output).float(), 0).tolist()
     return {"layers": layers, "probabilities": [round(p, 6) for p in probs], "classes": list(classes)}
 
 

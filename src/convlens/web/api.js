@@ -20,4 +20,19 @@ export async function api(path, options = {}) {
 export const post = (path, data) =>
   api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(data) });
 
+// The answer to the latest of a series of requests, as a hover makes them: the one before is aborted,
+// and an answer that arrives after a newer request was made is dropped (null). slot: {key, abort}.
+export async function latest(slot, key, path) {
+  slot.key = key;
+  slot.abort?.abort();
+  slot.abort = new AbortController();
+  try {
+    const answer = await api(path, { signal: slot.abort.signal });
+    return slot.key === key ? answer : null;
+  } catch (e) {
+    if (e.name === "AbortError") return null;
+    throw e;
+  }
+}
+
 export const runPath = (name) => `/api/runs/${encodeURIComponent(name)}`;

@@ -94,6 +94,17 @@ export function drawPixels(canvas, pixels, scale = 1) {
   g.drawImage(off, 0, 0, canvas.width, canvas.height);
 }
 
+// A map value from its 8-bit picture (api.encode_maps): min + byte / 255 × (max − min).
+export function mapValue(maps, ch, bytes, w, [row, col]) {
+  return maps.min[ch] + (bytes[row * w + col] / 255) * (maps.max[ch] - maps.min[ch]);
+}
+
+// A decoded image ({h, w, gray}) in gray on a canvas, with a box of its pixels outlined (or none).
+export function drawImageWithBox(canvas, { h, w, gray }, box = null) {
+  drawValues(canvas, gray, h, w);
+  if (box) outline(canvas, box, h, w);
+}
+
 // Signed values as bytes for the diverging colour map ("signed"): 0 is the middle, ±m the ends.
 export function signedBytes(values, m) {
   return Uint8Array.from(values, (v) => Math.round(127.5 + (127.5 * v) / (m || 1)));

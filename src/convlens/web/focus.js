@@ -2,9 +2,9 @@
 // diverging colours centred on zero) and, for the pixel under the pointer, the whole sum — each input
 // channel's partial sum (patch × kernel), expandable to its numbers, adding up to the value shown —
 // and the input pixels it sees. A max-pooling map: the map it pooled, each window's winner marked.
-import { api, runPath } from "./api.js";
+import { api, latest, runPath } from "./api.js";
 import { $, el, numTable, showError } from "./dom.js";
-import { cellAt, drawValues, outline, signedBytes } from "./draw.js";
+import { cellAt, drawImageWithBox, drawValues, legendBar, outline, signedBytes } from "./draw.js";
 import { net } from "./network.js";
 import { sourceQuery } from "./trust.js";
 import { writeView } from "./url.js";
@@ -18,9 +18,8 @@ function bigCanvas(h, w) {
 }
 
 function inputWithBox(box) {
-  const { h, w, gray } = net.input, cv = el("canvas", { width: w * 5, height: h * 5, class: "focus-input" });
-  drawValues(cv, gray, h, w);
-  if (box) outline(cv, box, h, w);
+  const cv = el("canvas", { width: net.input.w * 5, height: net.input.h * 5, class: "focus-input" });
+  drawImageWithBox(cv, net.input, box);
   return cv;
 }
 
@@ -38,10 +37,8 @@ function kernelTiles(a) {
     return cv;
   });
   const readout = el("div", { class: "readout kernel-readout" });
-  const bar = el("canvas", { width: 256, height: 1, class: "legend-bar" });
-  drawValues(bar, Uint8Array.from({ length: 256 }, (_, i) => i), 1, 256, "signed");
   return el("div", { class: "focus-kernels" }, el("h4", { text: `its ${a.kernel.length} kernel${a.kernel.length > 1 ? "s" : ""} (one per input channel of ${a.input_from})` }),
-    el("span", { class: "legend" }, `${(-m).toFixed(3)} `, bar, ` +${m.toFixed(3)} (white: 0)`), el("div", { class: "kernel-grid" }, ...tiles),
+    legendBar("signed", (-m).toFixed(3), `+${m.toFixed(3)} (white: 0)`), el("div", { class: "kernel-grid" }, ...tiles),
     readout);
 }
 
@@ -62,17 +59,13 @@ function arithmeticPanel(a) {
 async function hoverConv([row, col], layer, channel, canvas, redraw, h, w) {
   const key = `${layer}/${channel}/${row}/${col}`;
   if (key === focus.key) return;
-  focus.key = key;
   redraw();
   outline(canvas, [row, col, row, col], h, w);
-  focus.abort?.abort();
-  focus.abort = new AbortController();
   let a;
   try {
-    a = await api(`${runPath(net.run)}/arithmetic?layer=${layer}&channel=${channel}&row=${row}&col=${col}&${sourceQuery(net.source)}`,
-                  { signal: focus.abort.signal });
-  } catch (e) { if (e.name !== "AbortError") showError($("#focus-arith"), e); return; }
-  if (key !== focus.key) return;
+    a = await latest(focus, key, `${runPath(net.run)}/arithmetic?layer=${layer}&channel=${channel}&row=${row}&col=${col}&${sourceQuery(net.source)}`);
+  } catch (e) { showError($("#focus-arith"), e); return; }
+  if (!a) return;
   $("#focus-seen").replaceChildren(el("h4", { text: `the input pixels it sees: rows ${a.receptive_field[0]}–${a.receptive_field[2]}, columns ${a.receptive_field[1]}–${a.receptive_field[3]}` }),
                                    inputWithBox(a.receptive_field));
   if (!$("#focus-kernels").dataset.filled) { $("#focus-kernels").replaceChildren(kernelTiles(a)); $("#focus-kernels").dataset.filled = "1"; }

@@ -2,9 +2,9 @@
 // prediction, the explanation picture (figures.py's, as in the report), every layer's maps, the
 // kernels (figures.py's pictures), and under the pointer the arithmetic of one output pixel; a click on a
 // conv layer's map shows what its filter looks for (filters.js), and a button checks the maps (trust.js).
-import { api, runPath } from "./api.js";
+import { api, latest, runPath } from "./api.js";
 import { $, el, loaders, numTable, pct, showError, status } from "./dom.js";
-import { cellAt, decodeImage, decodeMaps, drawValues, legendBar, outline, showPicture, signedBytes } from "./draw.js";
+import { cellAt, decodeImage, decodeMaps, drawImageWithBox, drawValues, legendBar, mapValue, outline, showPicture, signedBytes } from "./draw.js";
 import { showFilter } from "./filters.js";
 import { state } from "./state.js";
 import { writeView } from "./url.js";
@@ -14,8 +14,9 @@ const HOVER_HINT = "Hover a pixel of a conv layer's feature map to see how it is
 
 // What was shown for another run or image goes: the maps, the arithmetic, the check, the filter panel.
 export function clearInspection() {
-  state.inspection = null; state.input = null; state.hoverKey = null; state.marked = null;
-  state.hoverAbort?.abort();
+  state.inspection = null; state.input = null; state.marked = null;
+  state.hover.abort?.abort();
+  state.hover.key = null;
   clearCheck();
   $("#inspect-result").hidden = true;
   $("#filter-panel").hidden = true;
@@ -60,15 +61,8 @@ export async function inspect(src) {
 // The colour scale of a layer's maps: each map runs from its own lowest value (dark) to its highest
 // (bright); the legend gives the span of the whole layer.
 function legend(maps) {
-  const bar = el("canvas", { width: 256, height: 1, class: "legend-bar" });
-  drawValues(bar, Uint8Array.from({ length: 256 }, (_, i) => i), 1, 256, "activation");
   const lo = Math.min(...maps.min), hi = Math.max(...maps.max);
-  return el("span", { class: "legend" }, "lowest ", bar, ` highest of each map; this layer's values ${lo.toFixed(3)} to ${hi.toFixed(3)}`);
-}
-
-// A map value under the pointer, from its 8-bit picture: min + byte / 255 × (max − min).
-function readValue(maps, ch, bytes, w, [row, col]) {
-  return maps.min[ch] + (bytes[row * w + col] / 255) * (maps.max[ch] - maps.min[ch]);
+  return legendBar("activation", "lowest", `highest of each map; this layer's values ${lo.toFixed(3)} to ${hi.toFixed(3)}`);
 }
 
 function layerBox(layer) {
@@ -92,7 +86,7 @@ function layerBox(layer) {
     else cv.addEventListener("click", () => enlarge(cv, `${layer.name}, map ${ch} (${h}×${w}); values ${layer.maps.min[ch].toFixed(3)} to ${layer.maps.max[ch].toFixed(3)}`));
     cv.addEventListener("mousemove", (e) => {                 // every map: the value under the pointer
       const at = cellAt(e, cv, h, w);
-      readout.textContent = `map ${ch} (${at[0]}, ${at[1]}) ≈ ${readValue(layer.maps, ch, m, w, at).toFixed(3)}`;
+      readout.textContent = `map ${ch} (${at[0]}, ${at[1]}) ≈ ${mapValue(layer.maps, ch, m, w, at).toFixed(3)}`;
     });
     cv.addEventListener("mouseleave", () => { readout.textContent = ""; });
     if (layer.kind === "conv") {
@@ -114,9 +108,7 @@ const residualNote = (layer) => `${layer.name} is a residual block, not a single
 
 // The inspected image (decoded once), with the receptive field of a hovered pixel outlined.
 function drawInput(canvas, box = null) {
-  const { h, w, gray } = state.input;
-  drawValues(canvas, gray, h, w);
-  if (box) outline(canvas, box, h, w);
+  drawImageWithBox(canvas, state.input, box);
 }
 
 // Grad-CAM before its ReLU on the diverging scale: red argues for the class, blue against it.
@@ -141,8 +133,8 @@ const named = (caption, table) => el("figure", {}, el("figcaption", { text: capt
 
 // The pointer left the maps: the panel says what to do, no pixel is marked, no field outlined.
 function clearArithmetic() {
-  state.hoverKey = null;
-  state.hoverAbort?.abort();
+  state.hover.abort?.abort();
+  state.hover.key = null;
   state.marked?.redraw();
   state.marked = null;
   $("#arith").replaceChildren(el("p", { class: "hint", text: HOVER_HINT }));
@@ -151,20 +143,16 @@ function clearArithmetic() {
 
 async function hoverPixel([row, col], layer, channel, canvas, h, w) {
   const key = `${layer}/${channel}/${row}/${col}`;
-  if (key === state.hoverKey) return;
-  state.hoverKey = key;
+  if (key === state.hover.key) return;
   state.marked?.redraw();
   canvas.redraw();
   outline(canvas, [row, col, row, col], h, w);              // the hovered pixel, on its map
   state.marked = canvas;
-  state.hoverAbort?.abort();
-  state.hoverAbort = new AbortController();
   let a;
   try {
-    a = await api(`${runPath(state.run)}/arithmetic?layer=${layer}&channel=${channel}&row=${row}&col=${col}&${sourceQuery(state.inspectSource)}`,
-                  { signal: state.hoverAbort.signal });
-  } catch (e) { if (e.name !== "AbortError") showError($("#arith"), e); return; }
-  if (key !== state.hoverKey) return;
+    a = await latest(state.hover, key, `${runPath(state.run)}/arithmetic?layer=${layer}&channel=${channel}&row=${row}&col=${col}&${sourceQuery(state.inspectSource)}`);
+  } catch (e) { showError($("#arith"), e); return; }
+  if (!a) return;
   drawInput($("#input-view"), a.receptive_field);
   $("#arith").replaceChildren(...arithmeticParts(a));
 }

@@ -5,7 +5,7 @@
 // a max-pooling map with the winner of each window.
 import { api, runPath } from "./api.js";
 import { $, el, fmt, loaders, pct, showError, status } from "./dom.js";
-import { cellAt, decodeImage, decodeMaps, drawValues } from "./draw.js";
+import { cellAt, decodeImage, decodeMaps, drawValues, mapValue } from "./draw.js";
 import { openFocus } from "./focus.js";
 import { state } from "./state.js";
 import { sourceQuery } from "./trust.js";
@@ -24,8 +24,6 @@ export function tiling(c, h, w) {
   return { ...best, height: Math.max(1, Math.round((best.tile * h) / w)) };
 }
 
-// A map's value under the pointer, from its 8-bit picture: min + byte / 255 × (max − min).
-const valueAt = (maps, ch, bytes, w, [r, c]) => maps.min[ch] + (bytes[r * w + c] / 255) * (maps.max[ch] - maps.min[ch]);
 
 function column(title, body, foot) {
   return el("div", { class: "net-col" }, el("div", { class: "net-head", text: title }), body,
@@ -47,7 +45,7 @@ function mapsColumn(layer, info, readout) {
     drawValues(cv, m, h, w, "activation");
     cv.addEventListener("mousemove", (e) => {
       const at = cellAt(e, cv, h, w);
-      readout.textContent = `${layer.name} map ${ch} (${at[0]}, ${at[1]}) ≈ ${valueAt(layer.maps, ch, m, w, at).toFixed(3)}`;
+      readout.textContent = `${layer.name} map ${ch} (${at[0]}, ${at[1]}) ≈ ${mapValue(layer.maps, ch, m, w, at).toFixed(3)}`;
     });
     cv.addEventListener("click", () => openFocus(layer, ch, m));
     grid.append(cv);

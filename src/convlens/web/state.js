@@ -16,8 +16,8 @@ export const state = {
   marked: null,         // the feature-map canvas whose hovered pixel is outlined
   input: null,          // that image decoded once: {c, h, w, gray: Uint8Array(h × w)}
   uploadId: null,       // the last uploaded or drawn image
-  hoverKey: null,       // layer/channel/row/col of the pixel whose arithmetic is shown
-  hoverAbort: null,     // cancels the arithmetic request of a pixel the pointer has left
+  hover: { key: null, abort: null },   // the pixel whose arithmetic is shown (layer/channel/row/col), and
+                        // what cancels its request when the pointer moves on (api.latest)
   lab: null,            // /api/convolve's last answer
   colormaps: {},        // role -> Uint8Array(256 × 3): figures.py's colour maps (/api/colormaps)
 };

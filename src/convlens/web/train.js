@@ -46,10 +46,12 @@ async function startTraining() {
 // The run in training, step by step: the epoch's running loss and accuracy every ~1 % of an epoch
 // (the job's step events), each finished epoch's validation figures as points, the learning rate beside.
 function liveCharts(job) {
-  if (!job.curve?.length) return;
+  const box = $("#live-curves"), drawn = `${job.id}/${job.curve?.length}/${job.metrics.length}`;
+  if (!job.curve?.length || box.dataset.drawn === drawn) return;     // nothing new since the last poll
+  box.dataset.drawn = drawn;
   const at = (key) => job.curve.map((p) => [p.x, p[key]]);
   const val = (key) => job.metrics.filter((m) => m[key] != null).map((m) => [m.epoch, m[key]]);
-  const box = $("#live-curves"), loss = el("div"), acc = el("div"), lr = el("div");
+  const loss = el("div"), acc = el("div"), lr = el("div");
   box.replaceChildren(loss, acc, lr);
   box.dataset.points = job.curve.length;
   lineChart(loss, { title: "loss", xLabel: "epochs", yLabel: "cross-entropy", series: [
