@@ -52,11 +52,14 @@ def test_the_table_says_gains_in_points():
         {**same, "rung": "seed", "adds": "x", "trained": True, "val_accuracy": 0.92, "test_accuracy": 0.9128,
          "test_std": 0.002},
         {**same, "rung": "tta", "adds": "y", "trained": False, "val_accuracy": 0.93, "test_accuracy": 0.9203,
+         "test_std": 0.001},
+        {**same, "rung": "longer", "adds": "z", "trained": True, "val_accuracy": 0.94, "test_accuracy": 0.9178,
          "test_std": 0.001}])
     assert rows[0]["gain"] is None and rows[1]["gain"] == pytest.approx(0.0075)
+    assert rows[2]["gain"] == pytest.approx(0.005)            # over the seed rung's plain figure, not the TTA one
     text = table_text(rows)
     assert "+0.75 pt" in text and "91.28% ± 0.20% (n=3)" in text and "(none)" in text
-    assert table_markdown(rows).count("\n") == 3
+    assert table_markdown(rows).count("\n") == 4
 
 
 def test_a_short_ladder_end_to_end_and_again(small_data_dir, tmp_path):

@@ -142,9 +142,16 @@ def rung_row(rung: Rung, runs: list[Run]) -> dict:
 
 
 def with_gains(rows: list[dict]) -> list[dict]:
-    """Each row with its gain in test accuracy over the row before it (None for the first)."""
-    return [{**row, "gain": None if n == 0 else row["test_accuracy"] - rows[n - 1]["test_accuracy"]}
-            for n, row in enumerate(rows)]
+    """Each row with its gain in test accuracy (None for the first) over the row it builds on: a trained rung's
+    over the last trained rung before it, so plain figures are compared with plain ones (the longer schedule is
+    not credited with, or charged for, the TTA rung between); a TTA rung's over the rung whose runs it reads."""
+    out, trained = [], None
+    for row in rows:
+        base = trained if row["trained"] or not out else out[-1]
+        out.append({**row, "gain": None if base is None else row["test_accuracy"] - base["test_accuracy"]})
+        if row["trained"]:
+            trained = row
+    return out
 
 
 TABLE_HEAD = ("rung", "adds", "params", "mult-adds", "epochs", "training time", "val accuracy",
