@@ -50,8 +50,8 @@ class Rung:
 
 # The rungs that train share one budget of EPOCHS (the default run's 5 is too short for augmentation to pay:
 # benchmarks/LADDER_SWEEP.md), the last one LONGER: the most epochs of the strong preset that fit, report
-# included, in 20× the wall time of a default `convlens train` (46.5 s on the 2-core AVX-512 EPYC: 931 s;
-# ~44 s an epoch, 98 s of loading, testing and report); both before --epochs-scale. The ema and longer rungs
+# included, in 20× the wall time of a default `convlens train` (48.3 s on the 2-core AVX-512 EPYC: 966 s; the
+# three 18-epoch runs took 784–817 s, benchmarks/LADDER.md); both before --epochs-scale. The ema and longer rungs
 # are exactly `--model resnet-cpu --recipe strong`, so a run trained by `convlens train` under the rung's
 # name (ladder-longer-s0, …) is found by the ladder as its own.
 EPOCHS, LONGER = 10, 18
