@@ -112,3 +112,29 @@ def test_convlens_features_writes_the_grid_and_says_what_it_found(small_run, sma
     assert (small_run.path / "figures" / "class-views.png").stat().st_size > 10_000
     rc, _, err = run_cli("features", small_run.path, "--layer", "dense_1", "--data-dir", small_data_dir)
     assert rc == 2 and "no conv layer 'dense_1'" in err
+
+
+def test_an_ascent_takes_every_thread_only_when_its_steps_are_big(monkeypatch):
+    """The seed's filters (a 12×12 canvas at most) and class views stay on 1 thread; resnet-cpu's first
+    residual block (the whole image, 1.9 G multiply-adds a step) and class views use all of them."""
+    from convlens import features
+    from convlens.models import build_model
+    seen = []
+
+    def stub(objective, shape, a, device):      # the threads an ascent runs with, not the ascent itself
+        seen.append(torch.get_num_threads())
+        return torch.full(shape, 0.5)
+
+    monkeypatch.setattr(features, "_ascend", stub)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for spec, layer, want in [("seed", "conv2d_2", 1), ("resnet-cpu", "residual_1", 2)]:
+            model = build_model(spec)
+            maximise_filters(model, layer)          # every filter: the work of a real call
+            class_views(model)
+            assert seen == [want, want], (spec, seen)
+            assert torch.get_num_threads() == 2                  # restored after each
+            seen.clear()
+    finally:
+        torch.set_num_threads(before)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .engine import device_of, eval_mode, threads, to_input
+from .engine import device_of, eval_mode, step_threads, threads, to_input
 from .models import ConvNet, conv_layer, input_box, receptive_field
 
 TOP = 9                 # crops per filter: a 3×3 block, as in Olah et al.'s and Zeiler & Fergus's grids
@@ -135,12 +135,13 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return ((x[..., 1:, :] - x[..., :-1, :]) ** 2).mean((1, 2, 3)) + ((x[..., 1:] - x[..., :-1]) ** 2).mean((1, 2, 3))
 
 
-def ascend(objective, shape: tuple[int, ...], a: Ascent, device: torch.device) -> torch.Tensor:
+def ascend(objective, shape: tuple[int, ...], a: Ascent, device: torch.device, mult_adds: int = 0) -> torch.Tensor:
     """Images (N, C, H, W) in [0, 1] that maximise objective(x) -> (N,) each: Adam from seeded noise around
     gray on transformed copies, regularised by total variation, for the first (1 − polish) of the steps;
     then on the image itself, unregularised, to reach the objective's own optimum. The pixels are
-    clipped to [0, 1] after every step; only the image gets gradients (none for the weights)."""
-    with threads(1):            # many small steps: see engine.threads
+    clipped to [0, 1] after every step; only the image gets gradients (none for the weights).
+    mult_adds: what objective costs for one image, which decides the threads (engine.step_threads)."""
+    with threads(step_threads(mult_adds * shape[0] * a.copies)):
         return _ascend(objective, shape, a, device)
 
 
@@ -190,6 +191,13 @@ def _canvas(model: ConvNet, i: int, margin: int = 1) -> tuple[int, int, int, int
     return input_box(model.infos[:i + 1], cy - m, cx - m, cy + m, cx + m)
 
 
+def _canvas_mult_adds(model: ConvNet, i: int, shape: tuple[int, ...]) -> int:
+    """About what layers 0..i cost on one canvas of `shape` (N, C, h, w): their cost on the whole image,
+    scaled by the canvas's share of its pixels."""
+    _, ih, iw = model.input_shape
+    return sum(info.mult_adds for info in model.infos[:i + 1]) * shape[2] * shape[3] // (ih * iw)
+
+
 def maximise_filters(model: ConvNet, layer: int | str | None = None, filters=None,
                      ascent: Ascent = Ascent()) -> Optimised:
     """For each filter, an input that excites the neuron at the centre of its map, all filters at once.
@@ -216,7 +224,7 @@ def maximise_filters(model: ConvNet, layer: int | str | None = None, filters=Non
         return centre.gather(1, idx.repeat_interleave(len(x) // len(filters))[:, None])[:, 0]
 
     with eval_mode(model), torch.enable_grad():
-        x = ascend(objective, shape, ascent, device_of(model))
+        x = ascend(objective, shape, ascent, device_of(model), _canvas_mult_adds(model, i, shape))
     with eval_mode(model), torch.no_grad():
         values = model.layer_outputs(x, upto=i)[i][torch.arange(len(filters)), idx].flatten(1).amax(1)
     _, h, w = info.out_shape
@@ -236,7 +244,8 @@ def class_views(model: ConvNet, ascent: Ascent = Ascent(steps=256)) -> tuple[np.
         return model(x).float().gather(1, classes.repeat_interleave(len(x) // k)[:, None])[:, 0]
 
     with eval_mode(model), torch.enable_grad():
-        x = ascend(objective, (k, *model.input_shape), ascent, device_of(model))
+        x = ascend(objective, (k, *model.input_shape), ascent, device_of(model),
+                   sum(info.mult_adds for info in model.infos))
     with eval_mode(model), torch.no_grad():
         probs = model(x).float().softmax(1)[classes, classes]
     return x.cpu().numpy(), probs.cpu().numpy()
