@@ -12,15 +12,16 @@ R=${RUNS:-/tmp/ladder-runs}
 O=${VERBS_OUT:-$R/verbs}
 PY=${PY:-python3}
 cl() { $PY -m convlens "$@"; }
+CL="$PY -m convlens"      # what /usr/bin/time runs (it cannot run a shell function)
 t() { local name=$1; shift; /usr/bin/time -f "TIME $name %e s wall, %M KB peak" "$@"; }
 echo "START $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
 
-t default cl train --runs-dir "$R" --name sitting-default
-t default-noreport cl train --runs-dir "$R" --name sitting-default-noreport --no-report
+t default $CL train --runs-dir "$R" --name sitting-default
+t default-noreport $CL train --runs-dir "$R" --name sitting-default-noreport --no-report
 for s in 0 1 2; do
-  t strong-s$s cl train --model resnet-cpu --recipe strong --epochs 18 --seed $s --runs-dir "$R" --name ladder-longer-s$s
+  t strong-s$s $CL train --model resnet-cpu --recipe strong --epochs 18 --seed $s --runs-dir "$R" --name ladder-longer-s$s
 done
-t ladder cl ladder --seeds 3 --runs-dir "$R"
+t ladder $CL ladder --seeds 3 --runs-dir "$R"
 for s in 0 1 2; do    # 2x a default run's time: seed-bn at ~6.5 s an epoch
   cl train --model seed-bn --epochs 8 --seed $s --no-report --runs-dir "$R" --name pareto2x-s$s
 done
