@@ -6,18 +6,10 @@
 #
 #     RUNS=/tmp/ladder-runs bash benchmarks/ladder_check.sh        (~2 h on the 2-core AVX-512 EPYC)
 #     python benchmarks/ladder_pareto.py $RUNS --baseline sitting-default-noreport
-set -eu
-export PYTHONPATH="$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
 R=${RUNS:-/tmp/ladder-runs}
 O=${VERBS_OUT:-$R/verbs}
 PY=${PY:-python3}
-cl() { $PY -m convlens "$@"; }
-CL="$PY -m convlens"      # what /usr/bin/time runs (it cannot run a shell function)
-t() { local name=$1; shift; /usr/bin/time -f "TIME $name %e s wall, %M KB peak" "$@"; }
-echo "START $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
-
-t default $CL train --runs-dir "$R" --name sitting-default
-t default-noreport $CL train --runs-dir "$R" --name sitting-default-noreport --no-report
+source "$(dirname "$0")/sitting.sh"     # set -eu, the timer, the two default runs
 for s in 0 1 2; do
   t strong-s$s $CL train --model resnet-cpu --recipe strong --epochs 18 --seed $s --runs-dir "$R" --name ladder-longer-s$s
 done

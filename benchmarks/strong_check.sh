@@ -7,18 +7,10 @@
 #
 #     RUNS=/tmp/strong-runs bash benchmarks/strong_check.sh        (~50 min on the 2-core AVX-512 EPYC)
 #     python benchmarks/ladder_pareto.py $RUNS --baseline sitting-default-noreport
-set -eu
-export PYTHONPATH="$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
 R=${RUNS:-/tmp/strong-runs}
 PY=${PY:-python3}
 EPOCHS=${EPOCHS:-18}
-cl() { $PY -m convlens "$@"; }
-CL="$PY -m convlens"      # what /usr/bin/time runs (it cannot run a shell function)
-t() { local name=$1; shift; /usr/bin/time -f "TIME $name %e s wall, %M KB peak" "$@"; }
-echo "START $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
-
-t default $CL train --runs-dir "$R" --name sitting-default
-t default-noreport $CL train --runs-dir "$R" --name sitting-default-noreport --no-report
+source "$(dirname "$0")/sitting.sh"     # set -eu, the timer, the two default runs
 for s in 0 1 2; do
   t strong-all-s$s $CL train --model resnet-cpu --recipe strong --val-split 0 --epochs "$EPOCHS" --seed $s \
       ${EXTRA:-} --runs-dir "$R" --name strong-all-s$s
