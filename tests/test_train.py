@@ -73,7 +73,7 @@ def test_early_stopping_restores_the_best_weights():
     snapshots = {}
     config = TrainConfig(model="flatten-dense256-dense2", recipe="keras", epochs=30, early_stopping=2, val_split=0.25)
     hist = fit(model, data, config,
-               on_epoch=lambda rec: snapshots.__setitem__(rec["epoch"], model.layers[1].weight.detach().clone()))
+               on_epoch=lambda rec, _: snapshots.__setitem__(rec["epoch"], model.layers[1].weight.detach().clone()))
     assert hist.stopped_early and len(hist.epochs) == hist.best_epoch + 2
     assert torch.equal(model.layers[1].weight, snapshots[hist.best_epoch])
 
@@ -107,12 +107,14 @@ def test_step_logs_are_the_epochs_running_means(tmp_path):
     assert set(seen[0][2]) == {"loss", "accuracy", "lr"}
 
 
-def test_probe_keeps_the_maps_of_every_epoch_as_the_finished_model_computes_them(tmp_path):
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_probe_keeps_the_maps_of_every_epoch_as_the_finished_model_computes_them(tmp_path, ema):
     """probe/epoch-NNNN.json for the untrained network and each epoch; the last one's maps, taken while
-    the model still trained on normalised pixels, equal the finished (normalisation-folded) model's."""
+    the model still trained on normalised pixels, equal the finished (normalisation-folded) model's:
+    with a moving average of the weights, the average's, which is what is validated and saved."""
     data = synthetic()
     run = train(TrainConfig(model="conv8-pool-conv4-flatten-dense2", epochs=2, runs_dir=str(tmp_path), name="p",
-                            probe=3), data=data)
+                            probe=3, ema=ema), data=data)
     assert probe_epochs(run.path) == [0, 1, 2]
     snap = read_snapshot(run.path, 2)
     assert snap["index"] == 3 and [l["name"] for l in snap["layers"]] == ["conv2d_1", "conv2d_2"]

@@ -65,9 +65,9 @@ def run_convlens(seed: int, epochs: int, data_dir: str | None, recipe: str = "fa
     per_epoch = []
     stats = channel_stats(data.train_x) if r.normalize and can_fold_normalization(model) else None
 
-    def on_epoch(rec):
+    def on_epoch(rec, weights):
         # Bench only: a copy with the normalisation folded in, as the finished run would hold.
-        acc = _accuracy_after_fold(model, data, stats, precision)
+        acc = _accuracy_after_fold(weights, data, stats, precision)
         per_epoch.append({"epoch": rec["epoch"], "train_time_s": rec["time_s"], "test_accuracy": acc})
 
     fit(model, data, config, precision=precision, on_epoch=on_epoch)

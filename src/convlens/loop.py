@@ -137,7 +137,7 @@ class StopRequest:
 
 def fit(model: ConvNet, data: Dataset, config: TrainConfig, precision: torch.dtype = torch.float32,
         run_dir: Path | None = None, resume: Checkpoint | None = None, cluster: Cluster = SINGLE,
-        on_epoch: Callable[[dict], None] | None = None,
+        on_epoch: Callable[[dict, ConvNet], None] | None = None,
         on_step: Callable[[int, int, StepLogs], None] | None = None) -> Progress:
     """Train `model` in place on data.train, validating on data.val after each epoch; the final Progress.
 
@@ -147,6 +147,8 @@ def fit(model: ConvNet, data: Dataset, config: TrainConfig, precision: torch.dty
     there at the start, after every epoch, every checkpoint_every steps and when stopped; resume:
     a checkpoint to go on from. Ctrl-C ends training after the current step; what was trained is
     kept. cluster: the processes of a torchrun launch; each takes its share of every batch.
+    on_epoch(record, weights) after every epoch: its metrics.jsonl record, and the model as it was
+    validated (the moving average of the weights when the recipe keeps one, else `model` itself).
     on_step(done, steps, logs) after every step, as Keras's on_train_batch_end: logs["loss"],
     logs["accuracy"] (the epoch's running means so far) and logs["lr"], read only when asked.
     """
@@ -182,7 +184,7 @@ def fit(model: ConvNet, data: Dataset, config: TrainConfig, precision: torch.dty
                     break
                 record = loop.end_epoch()
                 if on_epoch:
-                    on_epoch(record)
+                    on_epoch(record, loop.evaluated)
             p.interrupted = stopping and p.epoch <= config.epochs and not p.stopped_early
         except KeyboardInterrupt:   # a second Ctrl-C, or raised by a callback: keep what was trained
             p.interrupted = True
