@@ -219,6 +219,25 @@ def test_the_check_takes_any_map_maker_and_sees_what_it_looks_at():
     assert rho[:4] == pytest.approx([1.0] * 4) and rho[4] < 0.9     # unchanged until conv2d_1 is re-drawn, last
 
 
+
+def test_the_check_takes_every_thread_only_for_a_big_network():
+    """The seed's maps (~0.16 G multiply-adds a step) are drawn on 1 thread, resnet-cpu's (2.1 G) on all."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for spec, want in [("seed", 1), ("resnet-cpu", 2)]:
+            model, image, seen = build_model(spec), images_for((1, 28, 28))[0], []
+
+            def threads_seen(m, target):
+                seen.append(torch.get_num_threads())
+                return np.zeros((28, 28), np.float32)
+
+            cascading_randomisation(model, image, {"t": threads_seen}, target=0, draws=1, control=False)
+            assert set(seen) == {want} and torch.get_num_threads() == 2, spec
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------
 # Deletion curves
 
