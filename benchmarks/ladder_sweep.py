@@ -67,7 +67,7 @@ GROUPS = {
                               "lr": 0.05, "weight_decay": 5e-4}),
            ("s7-sgd-lr0.1", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "optimizer": "sgd",
                              "lr": 0.1, "weight_decay": 5e-4})],
-    # Two of the usual short-schedule tricks, the same comparison, side by side on 1 thread each: the last batch
+    # Two of the usual short-schedule tricks, the same comparison, side by side on 1 thread each (both lost): the last batch
     # norm of every residual block starting at 0 (each block starts as the identity: Goyal et al. 2017, He et
     # al.'s "bag of tricks" 2019; not a flag, this script sets it), and label smoothing 0.2 for 0.1.
     "s8": [("s8-zero-residual", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "zero_residual": True}),
