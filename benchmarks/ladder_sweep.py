@@ -16,16 +16,17 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from torch import nn
 
 from convlens import TrainConfig, train
+from convlens.datasets import training_data
 from convlens.residual import ResidualBlock
 
 train_module = sys.modules["convlens.train"]      # the module (the package's `train` is its function)
-from convlens.datasets import training_data
 
 AUG = {"crop": 1.0, "crop_pad": 2, "flip": 0.5}
 ERASE = {**AUG, "erase": 0.25}
@@ -67,8 +68,8 @@ GROUPS = {
                               "lr": 0.05, "weight_decay": 5e-4}),
            ("s7-sgd-lr0.1", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "optimizer": "sgd",
                              "lr": 0.1, "weight_decay": 5e-4})],
-    # Two of the usual short-schedule tricks, the same comparison, side by side on 1 thread each (both lost): the last batch
-    # norm of every residual block starting at 0 (each block starts as the identity: Goyal et al. 2017, He et
+    # Two of the usual short-schedule tricks, the same comparison, side by side on 1 thread each (both lost): the
+    # last batch norm of every residual block starting at 0 (each block starts as the identity: Goyal et al. 2017, He et
     # al.'s "bag of tricks" 2019; not a flag, this script sets it), and label smoothing 0.2 for 0.1.
     "s8": [("s8-zero-residual", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "zero_residual": True}),
            ("s8-smoothing0.2", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "label_smoothing": 0.2})],
@@ -80,27 +81,32 @@ GROUPS = {
 }
 
 
-def zero_residual_init() -> None:
-    """After the recipe's init, every residual block's last batch norm scales by 0 (an identity block)."""
-    glorot = train_module.init_weights
+@contextmanager
+def zero_residual_init(on: bool):
+    """While on: after the recipe's init, every residual block's last batch norm scales by 0 (an identity
+    block). The recipe's init is put back after, so the group's next run is not touched."""
+    recipe_init = train_module.init_weights
 
     def init(model, how):
-        glorot(model, how)
+        recipe_init(model, how)
         for m in model.modules():
             if isinstance(m, ResidualBlock):
                 nn.init.zeros_(m.bn2.weight)
-    train_module.init_weights = init
+    train_module.init_weights = init if on else recipe_init
+    try:
+        yield
+    finally:
+        train_module.init_weights = recipe_init
 
 
 def run(name: str, settings: dict, runs_dir: str, threads: int, data_dir: str | None, out: Path) -> dict:
-    if settings.get("zero_residual"):
-        zero_residual_init()
     config = TrainConfig(**{"recipe": "fast", **{k: v for k, v in settings.items() if k != "zero_residual"}},
                          runs_dir=runs_dir, name=name, threads=threads, data_dir=data_dir)
     data = training_data(config)
     data = replace(data, test_x=data.val_x, test_y=data.val_y)       # never the test set
     t0 = time.perf_counter()
-    r = train(config, data=data)
+    with zero_residual_init(settings.get("zero_residual", False)):
+        r = train(config, data=data)
     line = {"name": name, **settings, "val_acc_per_epoch": [round(e["val_accuracy"], 4) for e in r.metrics],
             "val_final": round(r.metrics[-1]["val_accuracy"], 4),
             "val_tta": round(r.results.get("val_accuracy_tta", float("nan")), 4),

@@ -3,7 +3,7 @@
 # were chosen on the validation split (LADDER_SWEEP.md), so the final fit also learns from the 6,000
 # images that were held out. One after the other on an otherwise idle machine (benchmarks/LADDER.md):
 # a default run timed as a user runs it (with and without its report), then the preset's 3 seeds,
-# each with its report. EXTRA adds flags to the preset's command.
+# each with its report.
 #
 #     RUNS=/tmp/strong-runs bash benchmarks/strong_check.sh        (~50 min on the 2-core AVX-512 EPYC)
 #     python benchmarks/ladder_pareto.py $RUNS --baseline sitting-default-noreport
@@ -13,6 +13,6 @@ EPOCHS=${EPOCHS:-18}
 source "$(dirname "$0")/sitting.sh"     # set -eu, the timer, the two default runs
 for s in 0 1 2; do
   t strong-all-s$s $CL train --model resnet-cpu --recipe strong --val-split 0 --epochs "$EPOCHS" --seed $s \
-      ${EXTRA:-} --runs-dir "$R" --name strong-all-s$s
+      --runs-dir "$R" --name strong-all-s$s
 done
 echo "END $(date -u +%FT%TZ)"

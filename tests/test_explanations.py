@@ -219,7 +219,6 @@ def test_the_check_takes_any_map_maker_and_sees_what_it_looks_at():
     assert rho[:4] == pytest.approx([1.0] * 4) and rho[4] < 0.9     # unchanged until conv2d_1 is re-drawn, last
 
 
-
 def test_the_check_takes_every_thread_only_for_a_big_network():
     """The seed's maps (~0.16 G multiply-adds a step) are drawn on 1 thread, resnet-cpu's (2.1 G) on all."""
     before = torch.get_num_threads()

@@ -195,7 +195,7 @@ def _canvas_mult_adds(model: ConvNet, i: int, shape: tuple[int, ...]) -> int:
     """About what layers 0..i cost on one canvas of `shape` (N, C, h, w): their cost on the whole image,
     scaled by the canvas's share of its pixels."""
     _, ih, iw = model.input_shape
-    return sum(info.mult_adds for info in model.infos[:i + 1]) * shape[2] * shape[3] // (ih * iw)
+    return model.mult_adds(upto=i) * shape[2] * shape[3] // (ih * iw)
 
 
 def maximise_filters(model: ConvNet, layer: int | str | None = None, filters=None,
@@ -244,8 +244,7 @@ def class_views(model: ConvNet, ascent: Ascent = Ascent(steps=256)) -> tuple[np.
         return model(x).float().gather(1, classes.repeat_interleave(len(x) // k)[:, None])[:, 0]
 
     with eval_mode(model), torch.enable_grad():
-        x = ascend(objective, (k, *model.input_shape), ascent, device_of(model),
-                   sum(info.mult_adds for info in model.infos))
+        x = ascend(objective, (k, *model.input_shape), ascent, device_of(model), model.mult_adds())
     with eval_mode(model), torch.no_grad():
         probs = model(x).float().softmax(1)[classes, classes]
     return x.cpu().numpy(), probs.cpu().numpy()

@@ -232,6 +232,10 @@ class ConvNet(nn.Module):
                 x = _apply(info, module, x)
         return x
 
+    def mult_adds(self, upto: int | None = None) -> int:
+        """Multiply-adds of one image through layers 0..upto (the whole network by default)."""
+        return sum(info.mult_adds for info in self.infos[:None if upto is None else upto + 1])
+
     def layer_outputs(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """Every layer's output in spec order (the seed's activation model), unfused; with `upto`, only
         those of layers 0..upto (the rest of the network is not run)."""

@@ -179,7 +179,7 @@ def cascading_randomisation(model: ConvNet, image: torch.Tensor, explainers: Map
     named = {**(names or {}), CONTROL: CONTROL_NAME}
     target = predicted_class(model, image) if target is None else target
     layers, seen = parameter_layers(model), seen_pixels(model)
-    with threads(step_threads(MAP_BATCH * sum(info.mult_adds for info in model.infos))):   # engine.step_threads
+    with threads(step_threads(MAP_BATCH * model.mult_adds())):   # engine.step_threads
         first = _maps(model, explainers, target)
         maps, rho = {m: [first[m]] for m in explainers}, {m: [1.0] for m in explainers}
         for n in range(1, len(layers) + 1):

@@ -252,7 +252,7 @@ def _train_into(start: Start, precision: torch.dtype, ckpt: Checkpoint | None, o
 
     probe = _prober(start)
     if probe and 0 not in probe_epochs(path):
-        probe(0)                                   # the untrained network, to compare the first epoch with
+        probe(0, model)                            # the untrained network, to compare the first epoch with
 
     def record_epoch(rec: dict, weights: ConvNet) -> None:     # weights: as validated (ema.py)
         lines.append((json.dumps(rec) + "\n").encode())
@@ -271,20 +271,21 @@ def _train_into(start: Start, precision: torch.dtype, ckpt: Checkpoint | None, o
             tb.close()
 
 
-def _prober(start: Start) -> Callable[..., None] | None:
+def _prober(start: Start) -> Callable[[int, ConvNet], None] | None:
     """What keeps the probe image's maps and prediction after an epoch (probe.py), or None: it takes the
-    epoch and the weights as validated (the untrained model for epoch 0)."""
+    epoch and the weights as validated."""
     config, data = start.config, start.data
     index = config.probe
     if index < 0:
         return None
     image, stats = data.test_x[index], input_stats(start.model, data, config)
-    return lambda epoch, weights=start.model: write_snapshot(start.path, epoch,
-                                                             snapshot(weights, image, stats, data.classes), index)
+    return lambda epoch, weights: write_snapshot(start.path, epoch, snapshot(weights, image, stats, data.classes),
+                                                 index)
 
 
-def _finish(start: Start, precision: torch.dtype, ckpt: Checkpoint | None, record_epoch: Callable[..., None] | None,
-            on_step: OnStep | None, tb: TensorBoardLog | None, cluster: Cluster) -> Run | None:
+def _finish(start: Start, precision: torch.dtype, ckpt: Checkpoint | None,
+            record_epoch: Callable[[dict, ConvNet], None] | None, on_step: OnStep | None, tb: TensorBoardLog | None,
+            cluster: Cluster) -> Run | None:
     """Fit, then write the weights and the test results (and the last TensorBoard images)."""
     path, config, model, data = start.path, start.config, start.model, start.data
     wall = time.perf_counter()
