@@ -1,28 +1,47 @@
 #!/bin/sh
-# The GPU checks of issues 3 and 7 in one go, for a machine with a CUDA GPU and a Python that
-# has PyTorch, NumPy, Pillow, matplotlib and safetensors (no virtual environment needed: the
-# package runs from src/). Writes everything under $OUT; stops at the first failure.
+# The GPU checks in one go, for a machine with a CUDA GPU and a Python that has PyTorch, NumPy,
+# Pillow, matplotlib and safetensors (no virtual environment needed: the package runs from src/).
+# Writes what it measured under $OUT (at most 8 files come back from the device: a few JSON
+# files, a picture, and one archive of the runs' records); stops at the first failure.
 #
 #     DATA=folder/with/fashion-mnist/gz OUT=/tmp/gpu-check sh benchmarks/gpu_check.sh
 #
-# What it runs, each on the GPU: `train` with the defaults; `evaluate` (with its images/s);
-# `explain` and `report`; a folder of PNGs streamed from disk; a torchrun launch of one process
-# (NCCL); `bench` of the convlens recipe over 3 seeds (time to 91.28 %, issue 3's figure); and the
-# accuracy ladder's strongest presets, resnet-cpu and resnet-gpu with the recipe strong (issue 16),
-# each explained and summarised. STRONG_ONLY=1 runs only that last part.
+# PARTS picks what runs, in this order (default: all):
+#   basic   issues 3 and 7: `train` with the defaults, `evaluate` (images/s), `explain`, `report`, a folder
+#           of PNGs streamed from disk, a torchrun launch of one process (NCCL), `bench` of the convlens
+#           recipe over 3 seeds (time to 91.28 %)
+#   strong  issue 16: the GPU preset (STRONG_MODEL, resnet-gpu) with --recipe strong, SEEDS seeds trained at
+#           once, fitted on all 60,000 images like the CPU's 20x check; its epochs are what fit BUDGET_S seconds
+#           of training (the issue's 5 minutes), read off a 1-epoch probe of the same seeds at once (or
+#           STRONG_EPOCHS); the mean and std of their test accuracy, plain and with flip TTA; one run
+#           summarised and explained
+#   seedfast  issue 16's 1-second aim: the seed network with SEEDFAST_FLAGS (larger batches: chosen on the
+#           validation split, on a CPU, benchmarks/LADDER_SWEEP.md), SEEDS seeds one after another
+#   sweep   resnet-gpu with larger batches: candidates chosen between on validation, the chosen one fitted on
+#           all images over SEEDS seeds (benchmarks/gpu_sweep.py)
+#   steps   where a training step's time goes: ms a step of the seed and resnet-gpu networks by batch size,
+#           and a profile (benchmarks/gpu_steps.py)
 set -eu
 export PYTHONPATH="$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 DATA=${DATA:-.data/fashion-mnist}
 OUT=${OUT:-/tmp/gpu-check}
-RUNS=${RUNS:-/tmp/gpu-check-runs}      # runs and the made folder stay outside $OUT: 7 files come back
+RUNS=${RUNS:-/tmp/gpu-check-runs}      # runs and the made folder stay outside $OUT
 FOLDER=${FOLDER:-/tmp/gpu-check-folder}
 PY=${PY:-python3}
-DEVICE=${DEVICE:-cuda}     # DEVICE=cpu EPOCHS=1 SEEDS=1: a quick run of the script itself on a CPU machine
+DEVICE=${DEVICE:-cuda}     # DEVICE=cpu EPOCHS=1 SEEDS=1 STRONG_FLAGS="--limit 500": a quick run on a CPU machine
+PARTS=${PARTS:-basic strong seedfast sweep steps}
 EPOCHS=${EPOCHS:-5}
 SEEDS=${SEEDS:-3}
-STRONG_EPOCHS=${STRONG_EPOCHS:-30}     # the residual presets' schedule (the ladder's longest rung)
-STRONG_ONLY=${STRONG_ONLY:-0}
-STRONG_FLAGS=${STRONG_FLAGS:-}         # e.g. "--limit 500": a quick run of that part on a CPU
+STRONG_MODEL=${STRONG_MODEL:-resnet-gpu}
+BUDGET_S=${BUDGET_S:-285}              # training seconds each strong run may take (under the issue's 5 min)
+STRONG_EPOCHS=${STRONG_EPOCHS:-}       # set: these epochs, no probe
+MAX_EPOCHS=${MAX_EPOCHS:-60}
+PROBE_IMAGES=${PROBE_IMAGES:-25600}    # 400 steps of 64 images
+THREADS_EACH=${THREADS_EACH:-4}        # CPU threads of each strong run (they share the machine's cores)
+STRONG_FLAGS=${STRONG_FLAGS:-}
+STEPS_FLAGS=${STEPS_FLAGS:-}           # e.g. "--quick" on a CPU; "--profile-only"
+SEEDFAST_FLAGS=${SEEDFAST_FLAGS:-"--batch-size 1024 --lr 1.2e-2 --epochs 8"}   # chosen on validation on the CPU
+SWEEP_EXTRA=${SWEEP_EXTRA:-}           # e.g. "--limit 512 --epochs 1" on a CPU
 mkdir -p "$OUT"
 
 $PY - <<'EOF'
@@ -31,7 +50,7 @@ print("torch", torch.__version__, "on", torch.cuda.get_device_name() if torch.cu
       flush=True)
 EOF
 
-if [ "$STRONG_ONLY" != 1 ]; then
+case " $PARTS " in *" basic "*)
 echo "== train (defaults) on $DEVICE"
 $PY -m convlens train --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS" --name gpu --epochs "$EPOCHS"
 echo "== evaluate on $DEVICE"
@@ -64,7 +83,7 @@ $PY -m torch.distributed.run --standalone --nproc_per_node 1 -m convlens train -
 echo "== bench: the convlens recipe over $SEEDS seeds"
 $PY -m convlens bench --only convlens --seeds "$SEEDS" --data-dir "$DATA" --out "$OUT/bench-gpu.json"
 for run in gpu gpu-folder gpu-ddp; do cp "$RUNS/$run/results.json" "$OUT/results-$run.json"; done
-fi
+;; esac
 
 echo "== augmentation on $DEVICE draws what it draws on the CPU (the same seeded generator)"
 $PY - "$DEVICE" <<'PYEOF'
@@ -77,13 +96,102 @@ assert torch.equal(on, augment(x, torch.Generator().manual_seed(3), **kw)), "aug
 print("augmentation: equal on", sys.argv[1])
 PYEOF
 
-echo "== the ladder's strongest presets, recipe strong, $STRONG_EPOCHS epochs, on $DEVICE"
-for preset in resnet-cpu resnet-gpu; do
-    $PY -m convlens train --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS" --name "gpu-$preset" --model $preset \
-        --recipe strong --epochs "$STRONG_EPOCHS" --no-report --progress lines $STRONG_FLAGS
-    $PY -m convlens summary "gpu-$preset" --runs-dir "$RUNS" > "$OUT/summary-$preset.txt"
-    $PY -m convlens explain "gpu-$preset" --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS" \
-        --out "$OUT/explain-$preset.png"
-    cp "$RUNS/gpu-$preset/results.json" "$OUT/results-gpu-$preset.json"
-    cp "$RUNS/gpu-$preset/metrics.jsonl" "$OUT/metrics-gpu-$preset.jsonl"
+case " $PARTS " in *" strong "*)
+mkdir -p "$RUNS"
+train_seeds() {   # prefix, then flags: SEEDS runs of STRONG_MODEL at once, each its own process; their logs shown
+    prefix=$1; shift
+    pids=""
+    for s in $(seq 0 $((SEEDS - 1))); do
+        $PY -m convlens train --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS" --name "$prefix-$s" \
+            --model $STRONG_MODEL --recipe strong --val-split 0 --seed $s --threads $THREADS_EACH --no-report \
+            --progress lines "$@" $STRONG_FLAGS > "$RUNS/$prefix-$s.log" 2>&1 &
+        pids="$pids $!"
+    done
+    failed=0
+    for p in $pids; do wait $p || failed=1; done
+    for s in $(seq 0 $((SEEDS - 1))); do echo "-- $prefix-$s"; cat "$RUNS/$prefix-$s.log"; done
+    return $failed
+}
+epochs=$STRONG_EPOCHS
+if [ -z "$epochs" ]; then
+    echo "== $STRONG_MODEL, recipe strong: $SEEDS seeds at once, 1 epoch of $PROBE_IMAGES images, for the step time"
+    train_seeds probe --epochs 1 --limit $PROBE_IMAGES
+    epochs=$($PY - "$RUNS" "$SEEDS" "$BUDGET_S" "$MAX_EPOCHS" <<'PYEOF'
+import json, math, sys
+runs, seeds, budget, most = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+epoch_s = []
+for s in range(seeds):
+    config = json.load(open(f"{runs}/probe-{s}/config.json"))
+    steps = math.ceil(config["resolved"]["train_images"] / config["settings"]["batch_size"])
+    per_step = json.loads(open(f"{runs}/probe-{s}/metrics.jsonl").readline())["time_s"] / steps
+    epoch_s.append(per_step * math.ceil(60_000 / config["settings"]["batch_size"]))
+print(f"probe: an epoch of 60,000 images would take {max(epoch_s):.1f} s (slowest seed)", file=sys.stderr)
+print(max(1, min(most, int(budget // max(epoch_s)))))
+PYEOF
+)
+fi
+echo "== $STRONG_MODEL, recipe strong, $epochs epochs, $SEEDS seeds at once, all 60,000 images, on $DEVICE"
+train_seeds strong --epochs "$epochs"
+$PY - "$RUNS" "$SEEDS" "$OUT/gpu-strong.json" "$STRONG_MODEL" <<'PYEOF'
+import json, statistics, sys, torch
+runs, seeds, out, model = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rows = []
+for s in range(seeds):
+    r = json.load(open(f"{runs}/strong-{s}/results.json"))
+    rows.append({"seed": s, **{k: r[k] for k in ("test_accuracy", "test_accuracy_tta", "train_time_s", "wall_time_s",
+                                                   "epochs_run", "test_precision")}})
+def mean_std(key):
+    v = [100 * r[key] for r in rows]
+    return round(statistics.mean(v), 2), round(statistics.stdev(v), 2) if len(v) > 1 else 0.0
+summary = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
+           "model": model, "recipe": "strong", "seeds_at_once": seeds, "runs": rows,
+           "test_mean_std": mean_std("test_accuracy"), "tta_mean_std": mean_std("test_accuracy_tta"),
+           "train_time_s_max": max(r["train_time_s"] for r in rows)}
+json.dump(summary, open(out, "w"), indent=1)
+print(f"{model} strong: test {summary['test_mean_std'][0]} ± {summary['test_mean_std'][1]} % "
+      f"(flip TTA {summary['tta_mean_std'][0]} ± {summary['tta_mean_std'][1]} %) over {seeds} seeds, "
+      f"at most {summary['train_time_s_max']:.1f} s of training each, on {summary['device']}")
+PYEOF
+$PY -m convlens summary strong-0 --runs-dir "$RUNS" > "$RUNS/summary-strong-0.txt"
+$PY -m convlens explain strong-0 --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS" --out "$OUT/explain-$STRONG_MODEL.png"
+(cd "$RUNS" && tar czf "$OUT/strong-runs.tar.gz" *.log summary-strong-0.txt */config.json */metrics.jsonl */results.json)
+;; esac
+
+case " $PARTS " in *" seedfast "*)
+echo "== the seed network, recipe fast, $SEEDFAST_FLAGS: $SEEDS seeds one after another, on $DEVICE"
+mkdir -p "$RUNS"
+for s in $(seq 0 $((SEEDS - 1))); do
+    $PY -m convlens train --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS" --name "seedfast-$s" --seed $s \
+        --no-report --progress lines $SEEDFAST_FLAGS
 done
+$PY - "$RUNS" "$SEEDS" "$OUT/gpu-seedfast.json" "$SEEDFAST_FLAGS" <<'PYEOF'
+import json, statistics, sys, torch
+runs, seeds, out, flags = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rows = []
+for s in range(seeds):
+    r = json.load(open(f"{runs}/seedfast-{s}/results.json"))
+    epochs = [json.loads(line) for line in open(f"{runs}/seedfast-{s}/metrics.jsonl")]
+    rows.append({"seed": s, "test_accuracy": r["test_accuracy"], "train_time_s": r["train_time_s"],
+                 "epoch_time_s": [e["time_s"] for e in epochs], "val_accuracy": [e.get("val_accuracy") for e in epochs]})
+acc = [100 * r["test_accuracy"] for r in rows]
+summary = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
+           "flags": flags, "runs": rows, "test_mean_std": [round(statistics.mean(acc), 2),
+           round(statistics.stdev(acc), 2) if len(acc) > 1 else 0.0],
+           "train_time_s_mean": round(statistics.mean(r["train_time_s"] for r in rows), 3)}
+json.dump(summary, open(out, "w"), indent=1)
+print(f"seed network, {flags}: test {summary['test_mean_std'][0]} ± {summary['test_mean_std'][1]} % in "
+      f"{summary['train_time_s_mean']} s of training (mean of {seeds}), on {summary['device']}")
+PYEOF
+;; esac
+
+case " $PARTS " in *" sweep "*)
+echo "== resnet-gpu with larger batches: chosen on validation, then fitted on all images (benchmarks/gpu_sweep.py)"
+$PY benchmarks/gpu_sweep.py --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS/sweep" --seeds "$SEEDS" \
+    --out "$OUT/gpu-sweep.json" --extra "$SWEEP_EXTRA"
+(cd "$RUNS/sweep" && tar czf "$OUT/sweep-runs.tar.gz" *.log */config.json */metrics.jsonl */results.json)
+;; esac
+
+case " $PARTS " in *" steps "*)
+echo "== where a training step's time goes, on $DEVICE"
+$PY benchmarks/gpu_steps.py --device $DEVICE --data-dir "$DATA" --out "$OUT/gpu-steps.json" $STEPS_FLAGS
+;; esac

@@ -141,6 +141,13 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def drain(device: torch.device) -> None:
+    """Wait for the work queued on a GPU (its kernels run after the Python that launched them has moved
+    on), so that a clock read next counts it; nothing on a CPU, where every operator finishes before it returns."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 

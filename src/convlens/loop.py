@@ -31,7 +31,7 @@ from .config import Recipe, TrainConfig
 from .datasets import Dataset, batches, on_device, stats_sample
 from .distributed import SINGLE, Cluster, all_sum, any_rank, lost
 from .ema import WeightAverage
-from .engine import autocast, channel_stats, device_of, loss_and_accuracy, normalizer, predict_logits, to_input
+from .engine import autocast, channel_stats, device_of, drain, loss_and_accuracy, normalizer, predict_logits, to_input
 from .errors import RunError
 from .models import ConvNet
 
@@ -174,11 +174,13 @@ def fit(model: ConvNet, data: Dataset, config: TrainConfig, precision: torch.dty
                         on_step(p.step_in_epoch, loop.steps_per_epoch, StepLogs(loop))
                     stopping = loop.stop_asked(stop)
                     if loop.checkpoint_due(stopping):
+                        drain(loop.device)
                         p.epoch_time_s += time.perf_counter() - t0   # checkpoint writes are not training time
                         loop.checkpoint()
                         t0 = time.perf_counter()
                         if stopping:
                             break
+                drain(loop.device)                                # a GPU's queued steps are training time too
                 p.epoch_time_s += time.perf_counter() - t0
                 if p.step_in_epoch < loop.steps_per_epoch:        # stopped inside the epoch
                     break

@@ -1,0 +1,103 @@
+"""The GPU preset with larger batches: settings chosen on the validation split, then fitted on all images.
+
+    PYTHONPATH=src python3 benchmarks/gpu_sweep.py --data-dir DIR --runs-dir RUNS --out sweep.json
+
+On a GPU a training step of resnet-gpu takes about as long at 1,024 images as at 64 (launch-bound:
+benchmarks/results/gpu-steps-h200.json), so larger batches buy many more epochs in the same minutes.
+Whether those epochs buy accuracy is what this measures, under the ladder's protocol:
+
+1. every candidate (the strong recipe with a larger batch, its learning rate and moving-average decay
+   scaled to it) is trained once, seed 0, on 54,000 images, validated on the other 6,000 after every
+   epoch; the candidates train at once, each its own process;
+2. the candidate with the highest final validation accuracy is chosen (the test figures of step 1 are
+   written by every run, as always, but not read here);
+3. the chosen settings are trained on all 60,000 images, --seeds seeds at once, and their test accuracy
+   (plain and with flip TTA) and training times are the result.
+
+Scaling: Adam's learning rate by the square root of the batch (4e-3 at 64; Hoffer et al. 2017,
+Malladi et al. 2022), and the average's decay so that it spans the same ~1.2 epochs as 0.999 does at
+batch 64 (1,000 steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+CANDIDATES = {
+    "b1024-lr16": ["--batch-size", "1024", "--lr", "1.6e-2", "--ema", "0.985", "--epochs", "100"],
+    "b1024-lr8": ["--batch-size", "1024", "--lr", "8e-3", "--ema", "0.985", "--epochs", "100"],
+    "b512-lr11": ["--batch-size", "512", "--lr", "1.1e-2", "--ema", "0.992", "--epochs", "60"],
+    "b256-lr8": ["--batch-size", "256", "--lr", "8e-3", "--ema", "0.996", "--epochs", "30"],
+}
+
+
+def train_at_once(jobs: dict[str, list[str]], common: list[str], runs: Path) -> None:
+    """`convlens train` for each job at once, each its own process and log; fails if any fails."""
+    procs = {}
+    for name, flags in jobs.items():
+        log = open(runs / f"{name}.log", "w")
+        procs[name] = subprocess.Popen([sys.executable, "-m", "convlens", "train", "--name", name, *common, *flags],
+                                       stdout=log, stderr=subprocess.STDOUT)
+    failed = [name for name, p in procs.items() if p.wait() != 0]
+    for name in jobs:
+        print(f"-- {name}: " + (runs / f"{name}.log").read_text().strip().splitlines()[-2], flush=True)
+    if failed:
+        sys.exit(f"gpu_sweep: {', '.join(failed)} failed: see {runs}/NAME.log")
+
+
+def curve(runs: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (runs / name / "metrics.jsonl").read_text().splitlines()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--runs-dir", default="/tmp/gpu-sweep-runs")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--model", default="resnet-gpu")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=3, help="CPU threads of each process")
+    ap.add_argument("--extra", default="", help='flags added to every run, e.g. "--limit 512 --epochs 1" on a CPU')
+    ap.add_argument("--out", default="gpu-sweep.json")
+    args = ap.parse_args()
+    runs = Path(args.runs_dir)
+    runs.mkdir(parents=True, exist_ok=True)
+    common = ["--model", args.model, "--recipe", "strong", "--device", args.device, "--runs-dir", str(runs),
+              "--threads", str(args.threads), "--no-report", "--progress", "lines"]
+    common += ["--data-dir", args.data_dir] if args.data_dir else []
+    extra = args.extra.split()
+
+    print(f"== {len(CANDIDATES)} candidates at once, seed 0, validated on 6,000 images", flush=True)
+    train_at_once({f"val-{n}": [*f, "--seed", "0", *extra] for n, f in CANDIDATES.items()}, common, runs)
+    validated = {n: curve(runs, f"val-{n}") for n in CANDIDATES}
+    chosen = max(validated, key=lambda n: validated[n][-1]["val_accuracy"])
+    for n, c in validated.items():
+        print(f"{n}: validation {100 * c[-1]['val_accuracy']:.2f} % after {len(c)} epochs, "
+              f"{sum(r['time_s'] for r in c):.1f} s of training", flush=True)
+    print(f"== chosen on validation: {chosen}; {args.seeds} seeds at once on all 60,000 images", flush=True)
+    train_at_once({f"all-{chosen}-s{s}": [*CANDIDATES[chosen], "--val-split", "0", "--seed", str(s), *extra]
+                   for s in range(args.seeds)}, common, runs)
+    results = [json.loads((runs / f"all-{chosen}-s{s}" / "results.json").read_text()) for s in range(args.seeds)]
+
+    def mean_std(key: str) -> list[float]:
+        v = [100 * r[key] for r in results]
+        return [round(statistics.mean(v), 2), round(statistics.stdev(v), 2) if len(v) > 1 else 0.0]
+    summary = {"model": args.model, "candidates": CANDIDATES, "chosen": chosen,
+               "validation": {n: [round(r["val_accuracy"], 4) for r in c] for n, c in validated.items()},
+               "validation_train_time_s": {n: round(sum(r["time_s"] for r in c), 1) for n, c in validated.items()},
+               "runs": [{k: r[k] for k in ("test_accuracy", "test_accuracy_tta", "train_time_s", "wall_time_s",
+                                           "epochs_run")} for r in results],
+               "test_mean_std": mean_std("test_accuracy"), "tta_mean_std": mean_std("test_accuracy_tta")}
+    Path(args.out).write_text(json.dumps(summary, indent=1))
+    print(f"{args.model} {chosen}: test {summary['test_mean_std'][0]} ± {summary['test_mean_std'][1]} % (flip TTA "
+          f"{summary['tta_mean_std'][0]} ± {summary['tta_mean_std'][1]} %), at most "
+          f"{max(r['train_time_s'] for r in results):.1f} s of training each", flush=True)
+
+
+if __name__ == "__main__":
+    main()
