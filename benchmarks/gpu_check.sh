@@ -15,8 +15,9 @@
 #           of training (the issue's 5 minutes), read off a 1-epoch probe of the same seeds at once (or
 #           STRONG_EPOCHS); the mean and std of their test accuracy, plain and with flip TTA; one run
 #           summarised and explained
-#   seedfast  issue 16's 1-second aim: the seed network with SEEDFAST_FLAGS (larger batches: chosen on the
-#           validation split, on a CPU, benchmarks/LADDER_SWEEP.md), SEEDS seeds one after another
+#   seedfast  issue 16's 1-second aim: the seed network with each of SEEDFAST_FLAGS (';' between settings:
+#           larger batches, chosen on the validation split on a CPU, LADDER_SWEEP.md s9), SEEDS seeds each,
+#           one after another
 #   sweep   resnet-gpu with larger batches: candidates chosen between on validation, the chosen one fitted on
 #           all images over SEEDS seeds (benchmarks/gpu_sweep.py)
 #   steps   where a training step's time goes: ms a step of the seed and resnet-gpu networks by batch size,
@@ -40,7 +41,7 @@ PROBE_IMAGES=${PROBE_IMAGES:-25600}    # 400 steps of 64 images
 THREADS_EACH=${THREADS_EACH:-4}        # CPU threads of each strong run (they share the machine's cores)
 STRONG_FLAGS=${STRONG_FLAGS:-}
 STEPS_FLAGS=${STEPS_FLAGS:-}           # e.g. "--quick" on a CPU; "--profile-only"
-SEEDFAST_FLAGS=${SEEDFAST_FLAGS:-"--batch-size 1024 --lr 1.2e-2 --epochs 8"}   # chosen on validation on the CPU
+SEEDFAST_FLAGS=${SEEDFAST_FLAGS:-"--batch-size 2048 --lr 1.6e-2 --epochs 16;--batch-size 1024 --lr 1.2e-2 --epochs 8"}
 SWEEP_EXTRA=${SWEEP_EXTRA:-}           # e.g. "--limit 512 --epochs 1" on a CPU
 mkdir -p "$OUT"
 
@@ -158,29 +159,37 @@ $PY -m convlens explain strong-0 --device $DEVICE --data-dir "$DATA" --runs-dir 
 ;; esac
 
 case " $PARTS " in *" seedfast "*)
-echo "== the seed network, recipe fast, $SEEDFAST_FLAGS: $SEEDS seeds one after another, on $DEVICE"
 mkdir -p "$RUNS"
-for s in $(seq 0 $((SEEDS - 1))); do
-    $PY -m convlens train --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS" --name "seedfast-$s" --seed $s \
-        --no-report --progress lines $SEEDFAST_FLAGS
-done
-$PY - "$RUNS" "$SEEDS" "$OUT/gpu-seedfast.json" "$SEEDFAST_FLAGS" <<'PYEOF'
+k=0
+echo "$SEEDFAST_FLAGS" | tr ';' '\n' > "$RUNS/seedfast-configs.txt"
+while read -r flags; do
+    echo "== the seed network, recipe fast, $flags: $SEEDS seeds one after another, on $DEVICE"
+    for s in $(seq 0 $((SEEDS - 1))); do
+        $PY -m convlens train --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS" --name "seedfast$k-$s" --seed $s \
+            --no-report --progress lines $flags < /dev/null
+    done
+    k=$((k + 1))
+done < "$RUNS/seedfast-configs.txt"
+$PY - "$RUNS" "$SEEDS" "$OUT/gpu-seedfast.json" <<'PYEOF'
 import json, statistics, sys, torch
-runs, seeds, out, flags = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-rows = []
-for s in range(seeds):
-    r = json.load(open(f"{runs}/seedfast-{s}/results.json"))
-    epochs = [json.loads(line) for line in open(f"{runs}/seedfast-{s}/metrics.jsonl")]
-    rows.append({"seed": s, "test_accuracy": r["test_accuracy"], "train_time_s": r["train_time_s"],
-                 "epoch_time_s": [e["time_s"] for e in epochs], "val_accuracy": [e.get("val_accuracy") for e in epochs]})
-acc = [100 * r["test_accuracy"] for r in rows]
-summary = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
-           "flags": flags, "runs": rows, "test_mean_std": [round(statistics.mean(acc), 2),
-           round(statistics.stdev(acc), 2) if len(acc) > 1 else 0.0],
-           "train_time_s_mean": round(statistics.mean(r["train_time_s"] for r in rows), 3)}
-json.dump(summary, open(out, "w"), indent=1)
-print(f"seed network, {flags}: test {summary['test_mean_std'][0]} ± {summary['test_mean_std'][1]} % in "
-      f"{summary['train_time_s_mean']} s of training (mean of {seeds}), on {summary['device']}")
+runs, seeds, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+configs = []
+for k, flags in enumerate(open(f"{runs}/seedfast-configs.txt").read().splitlines()):
+    rows = []
+    for s in range(seeds):
+        r = json.load(open(f"{runs}/seedfast{k}-{s}/results.json"))
+        epochs = [json.loads(line) for line in open(f"{runs}/seedfast{k}-{s}/metrics.jsonl")]
+        rows.append({"seed": s, "test_accuracy": r["test_accuracy"], "train_time_s": r["train_time_s"],
+                     "epoch_time_s": [e["time_s"] for e in epochs],
+                     "val_accuracy": [e.get("val_accuracy") for e in epochs]})
+    acc = [100 * r["test_accuracy"] for r in rows]
+    configs.append({"flags": flags, "runs": rows, "test_mean_std": [round(statistics.mean(acc), 2),
+                    round(statistics.stdev(acc), 2) if len(acc) > 1 else 0.0],
+                    "train_time_s_mean": round(statistics.mean(r["train_time_s"] for r in rows), 3)})
+    print(f"seed network, {flags}: test {configs[-1]['test_mean_std'][0]} ± {configs[-1]['test_mean_std'][1]} % in "
+          f"{configs[-1]['train_time_s_mean']} s of training (mean of {seeds})")
+device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+json.dump({"device": device, "torch": torch.__version__, "configs": configs}, open(out, "w"), indent=1)
 PYEOF
 ;; esac
 
