@@ -14,6 +14,9 @@ Whether those epochs buy accuracy is what this measures, under the ladder's prot
 3. the chosen settings are trained on all 60,000 images, --seeds seeds at once, and their test accuracy
    (plain and with flip TTA) and training times are the result.
 
+On an H200 step 1 took ~3 min (2026-11-28) and step 3 did not finish in the ~2 min of device time left
+(benchmarks/LADDER.md): give the whole script 6 minutes.
+
 Scaling: Adam's learning rate by the square root of the batch (4e-3 at 64; Hoffer et al. 2017,
 Malladi et al. 2022), and the average's decay so that it spans the same ~1.2 epochs as 0.999 does at
 batch 64 (1,000 steps).
@@ -44,7 +47,9 @@ def train_at_once(jobs: dict[str, list[str]], common: list[str], runs: Path) -> 
                                        stdout=log, stderr=subprocess.STDOUT)
     failed = [name for name, p in procs.items() if p.wait() != 0]
     for name in jobs:
-        print(f"-- {name}: " + (runs / f"{name}.log").read_text().strip().splitlines()[-2], flush=True)
+        said = (runs / f"{name}.log").read_text().splitlines()
+        print(f"-- {name}: " + next((line for line in said if line.startswith("Test:")), said[-1] if said else ""),
+              flush=True)
     if failed:
         sys.exit(f"gpu_sweep: {', '.join(failed)} failed: see {runs}/NAME.log")
 
@@ -75,6 +80,12 @@ def main() -> None:
     train_at_once({f"val-{n}": [*f, "--seed", "0", *extra] for n, f in CANDIDATES.items()}, common, runs)
     validated = {n: curve(runs, f"val-{n}") for n in CANDIDATES}
     chosen = max(validated, key=lambda n: validated[n][-1]["val_accuracy"])
+    summary = {"model": args.model, "candidates": CANDIDATES, "chosen": chosen,
+               "validation": {n: [round(r["val_accuracy"], 4) for r in c] for n, c in validated.items()},
+               "validation_train_time_s": {n: round(sum(r["time_s"] for r in c), 1) for n, c in validated.items()},
+               "candidates_test_not_used": {n: json.loads((runs / f"val-{n}" / "results.json").read_text())[
+                   "test_accuracy"] for n in CANDIDATES}}
+    Path(args.out).write_text(json.dumps(summary, indent=1))     # written now too: a cut run keeps step 1
     for n, c in validated.items():
         print(f"{n}: validation {100 * c[-1]['val_accuracy']:.2f} % after {len(c)} epochs, "
               f"{sum(r['time_s'] for r in c):.1f} s of training", flush=True)
@@ -86,12 +97,9 @@ def main() -> None:
     def mean_std(key: str) -> list[float]:
         v = [100 * r[key] for r in results]
         return [round(statistics.mean(v), 2), round(statistics.stdev(v), 2) if len(v) > 1 else 0.0]
-    summary = {"model": args.model, "candidates": CANDIDATES, "chosen": chosen,
-               "validation": {n: [round(r["val_accuracy"], 4) for r in c] for n, c in validated.items()},
-               "validation_train_time_s": {n: round(sum(r["time_s"] for r in c), 1) for n, c in validated.items()},
-               "runs": [{k: r[k] for k in ("test_accuracy", "test_accuracy_tta", "train_time_s", "wall_time_s",
-                                           "epochs_run")} for r in results],
-               "test_mean_std": mean_std("test_accuracy"), "tta_mean_std": mean_std("test_accuracy_tta")}
+    summary |= {"runs": [{k: r[k] for k in ("test_accuracy", "test_accuracy_tta", "train_time_s", "wall_time_s",
+                                            "epochs_run")} for r in results],
+                "test_mean_std": mean_std("test_accuracy"), "tta_mean_std": mean_std("test_accuracy_tta")}
     Path(args.out).write_text(json.dumps(summary, indent=1))
     print(f"{args.model} {chosen}: test {summary['test_mean_std'][0]} ± {summary['test_mean_std'][1]} % (flip TTA "
           f"{summary['tta_mean_std'][0]} ± {summary['tta_mean_std'][1]} %), at most "
