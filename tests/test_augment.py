@@ -90,3 +90,25 @@ def test_augment_is_drawn_from_the_generator_alone_and_adds_nothing_when_off():
     assert torch.equal(a, b) and not torch.equal(a, x)
     g = gen(7)
     assert torch.equal(augment(x, g), x) and torch.equal(g.get_state(), gen(7).get_state())   # nothing drawn
+
+
+def test_the_ranks_shares_of_a_batch_draw_what_one_process_draws():
+    """Under torchrun rank r holds images r, r + world, … of each step's batch; drawn for the whole batch,
+    the shares' augmentations interleave to one process's, and every rank's generator ends where its does."""
+    x = images(63)                                                  # a batch that does not split evenly
+    settings = dict(crop=0.8, crop_pad=2, flip=0.5, erase=0.5)
+    one_gen = gen(7)
+    one = augment(x, one_gen, **settings)
+    for world in (2, 3):
+        shares, gens = [], [gen(7) for _ in range(world)]
+        for rank, g in enumerate(gens):
+            part = slice(rank, None, world)
+            shares.append(augment(x[part], g, **settings, batch=len(x), part=part))
+        merged = torch.empty_like(one)
+        for rank, share in enumerate(shares):
+            merged[rank::world] = share
+        assert torch.equal(merged, one)
+        assert all(torch.equal(g.get_state(), one_gen.get_state()) for g in gens)
+    # drawn for its own images only (as before), rank 1's share would copy rank 0's draws image for image
+    naive = [augment(x[r::2][:31], gen(7), **settings) for r in (0, 1)]
+    assert not torch.equal(naive[1], one[1::2][:31])

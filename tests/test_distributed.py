@@ -41,17 +41,22 @@ def rank_of(pid: int) -> int | None:
 
 
 def test_two_processes_learn_what_one_does_and_write_one_run(tmp_path, small_data_dir):
+    """With augmentation too: each rank draws each image's crop and flip as one process would. 2,688 training
+    images are 42 whole batches, so both take the same steps (several processes drop a short last batch).
+    Measured: test loss 0.7288 (one) and 0.7291 (two); drawn per rank instead, as before, 0.7184."""
     runs = tmp_path / "runs"
-    two = subprocess.run(TORCHRUN + train_args(small_data_dir, runs, "two", "--epochs", "2"),
+    same = ("--epochs", "2", "--limit", "2688", "--crop", "1", "--flip", "0.5")
+    two = subprocess.run(TORCHRUN + train_args(small_data_dir, runs, "two", *same),
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, [l for l in two.stderr.splitlines() if "convlens:" in l] or two.stderr[-2000:]
     assert two.stdout.count("epoch 1/2") == 1 and two.stdout.count("Test:") == 1     # rank 0 alone reports
-    one = subprocess.run([sys.executable] + train_args(small_data_dir, runs, "one", "--epochs", "2"),
+    one = subprocess.run([sys.executable] + train_args(small_data_dir, runs, "one", *same),
                          capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     assert sorted(p.name for p in runs.iterdir()) == ["one", "two"]
     r2, r1 = (json.loads((runs / n / "results.json").read_text()) for n in ("two", "one"))
-    assert abs(r2["test_accuracy"] - r1["test_accuracy"]) <= 0.03, (r2, r1)
+    assert abs(r2["test_accuracy"] - r1["test_accuracy"]) <= 0.01, (r2, r1)
+    assert abs(r2["test_loss"] - r1["test_loss"]) <= 0.003, (r2, r1)
     assert json.loads((runs / "two" / "config.json").read_text())["resolved"]["processes"] == 2
     assert [json.loads(l)["epoch"] for l in (runs / "two" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 

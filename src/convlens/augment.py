@@ -6,6 +6,10 @@ own probability. Every random number comes from the generator handed in, on the 
 device: the run's seeded data-order generator, whose state the checkpoint keeps, so a resumed run
 draws exactly what an uninterrupted one would have.
 
+Under torchrun each process holds a share of the step's batch (rank r: images r, r + world, …). Each
+draws for the whole batch, `batch` images, and keeps its share's draws (`part`): every image gets the
+draws it gets in one process, and the ranks' generators stay in step.
+
     random_crop    shift the image by up to `pad` pixels each way (pad with zeros, crop back to H×W):
                    the standard CIFAR crop (He et al. 2016: 4 pixels of 32); zeros are the background
                    of Fashion-MNIST
@@ -22,12 +26,18 @@ import torch
 import torch.nn.functional as F
 
 
-def random_crop(x: torch.Tensor, pad: int, p: float, gen: torch.Generator) -> torch.Tensor:
-    """Each image, with probability p, shifted by (dy, dx) uniform in −pad..pad, its uncovered border zero."""
+ALL = slice(None)
+
+
+def random_crop(x: torch.Tensor, pad: int, p: float, gen: torch.Generator, batch: int | None = None,
+                part: slice = ALL) -> torch.Tensor:
+    """Each image, with probability p, shifted by (dy, dx) uniform in −pad..pad, its uncovered border zero.
+    batch, part: draw for `batch` images (default: those of x) and give x the draws of `part` of them."""
     b, c, h, w = x.shape
-    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=gen)        # (B, 2): top-left in the padded image
-    offsets[torch.rand(b, generator=gen) >= p] = pad                      # not cropped: the image as it was
-    offsets = offsets.to(x.device)
+    n = batch or b
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen)        # (N, 2): top-left in the padded image
+    offsets[torch.rand(n, generator=gen) >= p] = pad                      # not cropped: the image as it was
+    offsets = offsets[part].to(x.device)                                  # (B, 2)
     padded = F.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)          # (B, H + 2·pad, W + 2·pad, C)
     rows = offsets[:, :1] + torch.arange(h, device=x.device)              # (B, H)
     cols = offsets[:, 1:] + torch.arange(w, device=x.device)              # (B, W)
@@ -35,9 +45,10 @@ def random_crop(x: torch.Tensor, pad: int, p: float, gen: torch.Generator) -> to
     return padded[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()   # (B, C, H, W)
 
 
-def random_flip(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
-    """Each image, with probability p, mirrored left-right."""
-    mirror = (torch.rand(len(x), generator=gen) < p).to(x.device).view(-1, 1, 1, 1)
+def random_flip(x: torch.Tensor, p: float, gen: torch.Generator, batch: int | None = None,
+                part: slice = ALL) -> torch.Tensor:
+    """Each image, with probability p, mirrored left-right (batch, part: as random_crop)."""
+    mirror = (torch.rand(batch or len(x), generator=gen) < p)[part].to(x.device).view(-1, 1, 1, 1)
     return torch.where(mirror, x.flip(3), x)
 
 
@@ -56,12 +67,14 @@ def erase_boxes(b: int, h: int, w: int, area: tuple[float, float], ratio: tuple[
 
 
 def random_erase(x: torch.Tensor, p: float, area: tuple[float, float], ratio: tuple[float, float],
-                 gen: torch.Generator) -> torch.Tensor:
-    """Each image, with probability p, with one rectangle (erase_boxes) of uniformly random pixel values."""
+                 gen: torch.Generator, batch: int | None = None, part: slice = ALL) -> torch.Tensor:
+    """Each image, with probability p, with one rectangle (erase_boxes) of uniformly random pixel values
+    (batch, part: as random_crop)."""
     b, c, h, w = x.shape
-    hit = torch.rand(b, generator=gen) < p
-    top, left, eh, ew = erase_boxes(b, h, w, area, ratio, gen).T                 # each (B,)
-    noise = torch.randint(0, 256, (b, c, h, w), generator=gen, dtype=torch.uint8)
+    n = batch or b
+    hit = (torch.rand(n, generator=gen) < p)[part]
+    top, left, eh, ew = erase_boxes(n, h, w, area, ratio, gen)[part].T          # each (B,)
+    noise = torch.randint(0, 256, (n, c, h, w), generator=gen, dtype=torch.uint8)[part]
     rows, cols = torch.arange(h), torch.arange(w)
     in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])             # (B, H)
     in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])           # (B, W)
@@ -71,13 +84,15 @@ def random_erase(x: torch.Tensor, p: float, area: tuple[float, float], ratio: tu
 
 def augment(x: torch.Tensor, gen: torch.Generator, crop: float = 0.0, crop_pad: int = 0, flip: float = 0.0,
             erase: float = 0.0, erase_area: tuple[float, float] = (0.02, 0.4),
-            erase_ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+            erase_ratio: tuple[float, float] = (0.3, 3.3), batch: int | None = None,
+            part: slice = ALL) -> torch.Tensor:
     """A uint8 batch (B, C, H, W) cropped, flipped and erased, in that order (erasing last, as Zhong et al.);
-    an augmentation whose probability is 0 draws no random number, so adding none changes nothing."""
+    an augmentation whose probability is 0 draws no random number, so adding none changes nothing.
+    batch, part: x is `part` of a batch of `batch` images (one rank's share), drawn for as a whole."""
     if crop and crop_pad:
-        x = random_crop(x, crop_pad, crop, gen)
+        x = random_crop(x, crop_pad, crop, gen, batch, part)
     if flip:
-        x = random_flip(x, flip, gen)
+        x = random_flip(x, flip, gen, batch, part)
     if erase:
-        x = random_erase(x, erase, erase_area, erase_ratio, gen)
+        x = random_erase(x, erase, erase_area, erase_ratio, gen, batch, part)
     return x

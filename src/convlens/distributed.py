@@ -7,8 +7,10 @@
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE; without them convlens runs
 as one process, as always. Every rank holds the same model, optimizer, data order and random
 states (same seed); each optimizer step's batch is split between the ranks (rank r takes
-images r, r + W, r + 2W, … of it) and DDP averages the gradients, so W processes take the
-same steps as one process with the same batch size. Only rank 0 writes the run.
+images r, r + W, r + 2W, … of it, and each image's augmentation is what one process draws for it:
+augment.py) and DDP averages the gradients, so W processes take the same steps as one process
+with the same batch size (batch norm aside: it normalises each rank's share by itself). Only
+rank 0 writes the run.
 """
 
 from __future__ import annotations

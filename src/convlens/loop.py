@@ -285,10 +285,12 @@ class _Loop:
 
     def inputs(self, idx: torch.Tensor, x_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's input and targets for one step, augmented as the recipe says (drawn from the data-order
-        generator, so a resumed run draws the same)."""
-        r = self.r
+        generator, so a resumed run draws the same; for the step's whole batch, of which this process keeps
+        its share's draws, so several processes draw what one would)."""
+        r, c = self.r, self.cluster
+        whole = min(r.batch_size, self.n_used - self.p.step_in_epoch * r.batch_size)
         x_u8 = augment(x_u8.to(self.device), self.gen, r.crop, r.crop_pad, r.flip, r.erase, r.erase_area,
-                       r.erase_ratio)
+                       r.erase_ratio, batch=whole, part=slice(c.rank, None, c.world))
         return to_input(x_u8, self.device, self.norm), self.y_train[idx]
 
     def average(self) -> None:
