@@ -61,6 +61,19 @@ def test_runs_list_detail_and_unknown_or_hostile_names(client):
     assert client.get("/static/../runs/small/config.json").status_code == 404
 
 
+def test_a_finished_run_without_its_weights_is_listed_as_such(client):
+    """results.json says finished, model.safetensors is gone (a partial copy): the list says so, and the
+    views answer 409, not 'finished' and then an error on every tab."""
+    shutil.copytree(client.runs / "small", client.runs / "copied")
+    (client.runs / "copied" / "model.safetensors").unlink()
+    try:
+        states = {r["name"]: r["state"] for r in client.get("/api/runs").json()}
+        assert states == {"small": "finished", "copied": "weights missing"}
+        assert client.get("/api/runs/copied/evaluation").status_code == 409
+    finally:
+        shutil.rmtree(client.runs / "copied")
+
+
 def test_evaluation_cells_and_test_images(client):
     ev = client.get("/api/runs/small/evaluation").json()
     confusion = np.array(ev["confusion"])

@@ -93,14 +93,24 @@ def colormaps():
     return {role: base64.b64encode(colormap_table(name).tobytes()).decode() for role, name in COLORMAPS.items()}
 
 
+def run_state(run) -> str:
+    """What the runs list says of a run: finished only with the weights its results came from (a copy
+    that lost model.safetensors, say, answers every view with 409)."""
+    res = run.results
+    if run.record.get("imported"):
+        return "imported from Keras"
+    if res and not res.get("interrupted"):
+        return "finished" if (run.path / "model.safetensors").is_file() else "weights missing"
+    return "stopped" if res else "training or stopped"
+
+
 def run_entry(run) -> dict:
     """One row of the runs list."""
     res, imported = run.results, run.record.get("imported")
     return {"name": run.name, "model": run.config.model, "spec": run.model_info.spec,
             "dataset": run.model_info.dataset, "epochs": len(run.metrics),
             "epochs_planned": 0 if imported else run.config.epochs, "test_accuracy": res.get("test_accuracy"),
-            "state": "imported from Keras" if imported else "finished" if res and not res.get("interrupted")
-            else "stopped" if res else "training or stopped", "created": run.record.get("created"),
+            "state": run_state(run), "created": run.record.get("created"),
             "resumable": run.resumable, "params": views.summary_of(run).total_params,
             "train_time_s": res.get("train_time_s"), "report": (run.path / "report.html").is_file()}
 
