@@ -128,6 +128,12 @@ def test_inspect_and_arithmetic_agree_with_the_model(client, small_run):
     assert r["true_class"] == "Ankle boot" and len(r["layers"]) == 7
     assert r["layers"][0]["maps"]["shape"] == [64, 26, 26] and sum(t["probability"] for t in r["top"]) <= 1.0001
     assert np.array(r["saliency"]).shape == (28, 28)
+    # The Network view's call: the same layers and top-k from the forward pass alone, no maps computed.
+    bare = client.get("/api/runs/small/inspect", params={"index": 0, "explain": "false"}).json()
+    assert bare["layers"] == r["layers"] and bare["cam"] is None and bare["saliency"] is None
+    assert [t["class"] for t in bare["top"]] == [t["class"] for t in r["top"]]
+    np.testing.assert_allclose([t["probability"] for t in bare["top"]], [t["probability"] for t in r["top"]],
+                               atol=1e-6)
     model = small_run.load_model()
     data = client.app.state.explorer.dataset(small_run)
     for method, name in (("layercam", "LayerCAM"), ("gradcam", "Grad-CAM")):

@@ -220,9 +220,10 @@ async def upload(file: UploadFile = File(...), ex=Depends(explorer)):
             "height": img.height}
 
 
-def inspection(run, model, looked: views.Looked, k: int, cam: str) -> dict:
+def inspection(run, model, looked: views.Looked, k: int, cam: str, explain: bool = True) -> dict:
     """Everything the Inspect view shows about one image: top-k, every layer's output (maps as base64
-    uint8), the class activation map and the gradient saliency (views.explain, as the CLI and report)."""
+    uint8), the class activation map and the gradient saliency (views.explain, as the CLI and report).
+    explain=False: the forward pass alone (the Network view shows no map), cam and saliency None."""
     t0 = time.perf_counter()
     layers = []
     for layer in activations(model, looked.image):
@@ -232,15 +233,19 @@ def inspection(run, model, looked: views.Looked, k: int, cam: str) -> dict:
         else:
             entry["values"], entry["values_total"] = layer.output[:MAX_VALUES].round(5).tolist(), int(layer.output.size)
         layers.append(entry)
+    answer = {"label": looked.label, "true": looked.true,
+              "true_class": run.classes[looked.true] if looked.true is not None else None,
+              "input": encode_image(looked.image), "layers": layers, "cam": None, "saliency": None}
+    if not explain:
+        top = top_k(model, looked.image, run.classes, k)
+        return {**answer, "top": [{"class": c, "probability": p} for c, p in top],
+                "time_ms": round((time.perf_counter() - t0) * 1000, 1)}
     ex = views.explain(model, looked.image, run.classes, cam, k, need_cam=False)
     # Grad-CAM's sum before its ReLU (LayerCAM's weights are never negative): where the class is argued against too.
     gradcam = ex.cam if ex.cam and ex.cam.method == "gradcam" else (
         grad_cam(model, looked.image, ex.cam.target, method="gradcam") if ex.cam else None)
     signs = gradcam.signed.round(4).tolist() if gradcam else None
-    return {"label": looked.label, "true": looked.true,
-            "true_class": run.classes[looked.true] if looked.true is not None else None,
-            "input": encode_image(looked.image), "top": [{"class": c, "probability": p} for c, p in ex.top],
-            "layers": layers,
+    return {**answer, "top": [{"class": c, "probability": p} for c, p in ex.top],
             "cam": {"method": ex.cam_name, "layer": ex.cam.layer, "target": run.classes[ex.cam.target],
                     "map": ex.cam.cam.round(4).tolist(), "signs": signs} if ex.cam else None,
             "saliency": ex.saliency.round(4).tolist(), "time_ms": round((time.perf_counter() - t0) * 1000, 1)}
@@ -248,13 +253,14 @@ def inspection(run, model, looked: views.Looked, k: int, cam: str) -> dict:
 
 @inspect_api.get("/api/runs/{name}/inspect")
 def inspect(name: Name, index: int | None = Index, image_id: str | None = ImageId, invert: str = Invert,
-            k: int = Query(5, ge=1, le=100), cam: str = Cam,
+            k: int = Query(5, ge=1, le=100), cam: str = Cam, explain: bool = True,
             ex=Depends(explorer)):
-    """Everything about one image: top-k, every layer's output, LayerCAM (or Grad-CAM) and saliency."""
+    """Everything about one image: top-k, every layer's output, LayerCAM (or Grad-CAM) and saliency
+    (explain=false: not the last two)."""
     run = ex.finished(name)
     model, looked = ex.model(run), ex.looked(run, index, image_id, invert)
     with ex.heavy:
-        return inspection(run, model, looked, k, cam)
+        return inspection(run, model, looked, k, cam, explain)
 
 
 @inspect_api.get("/api/runs/{name}/explain.png")

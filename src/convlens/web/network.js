@@ -87,7 +87,7 @@ export async function showNetwork() {
   $("#net-error").textContent = "";
   status("computing every layer…");
   let r;
-  try { r = await api(`${runPath(state.run)}/inspect?${sourceQuery(source)}&k=${state.detail.summary.layers.at(-1).output_shape[0]}`); }
+  try { r = await api(`${runPath(state.run)}/inspect?${sourceQuery(source)}&k=${state.detail.summary.layers.at(-1).output_shape[0]}&explain=false`); }
   catch (e) { if (net.key === key) { net.answer = null; $("#net").replaceChildren(); showError($("#net-error"), e); } return; }
   if (net.key !== key) return;
   Object.assign(net, { run: state.run, source, answer: r, input: decodeImage(r.input) });
