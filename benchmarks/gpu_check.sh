@@ -43,6 +43,7 @@ STRONG_FLAGS=${STRONG_FLAGS:-}
 STEPS_FLAGS=${STEPS_FLAGS:-}           # e.g. "--quick" on a CPU; "--profile-only"
 SEEDFAST_FLAGS=${SEEDFAST_FLAGS:-"--batch-size 2048 --lr 1.6e-2 --epochs 16;--batch-size 1024 --lr 1.2e-2 --epochs 8"}
 SWEEP_EXTRA=${SWEEP_EXTRA:-}           # e.g. "--limit 512 --epochs 1" on a CPU
+SWEEP_CHOSEN=${SWEEP_CHOSEN:-}         # b512-lr11: what 2026-11-28's sweep chose on validation; skips to its 3 seeds
 mkdir -p "$OUT"
 
 $PY - <<'EOF'
@@ -196,7 +197,7 @@ PYEOF
 case " $PARTS " in *" sweep "*)
 echo "== resnet-gpu with larger batches: chosen on validation, then fitted on all images (benchmarks/gpu_sweep.py)"
 $PY benchmarks/gpu_sweep.py --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS/sweep" --seeds "$SEEDS" \
-    --out "$OUT/gpu-sweep.json" --extra "$SWEEP_EXTRA"
+    --out "$OUT/gpu-sweep.json" --extra "$SWEEP_EXTRA" ${SWEEP_CHOSEN:+--chosen "$SWEEP_CHOSEN"}
 (cd "$RUNS/sweep" && tar czf "$OUT/sweep-runs.tar.gz" *.log */config.json */metrics.jsonl */results.json)
 ;; esac
 

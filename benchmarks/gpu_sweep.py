@@ -58,6 +58,25 @@ def curve(runs: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in (runs / name / "metrics.jsonl").read_text().splitlines()]
 
 
+def validate(args, common: list[str], runs: Path, extra: list[str]) -> dict:
+    """Steps 1-2: every candidate once on the validation split; the one with the best final figure chosen.
+    Written to --out at once, so a run cut short in step 3 keeps them."""
+    print(f"== {len(CANDIDATES)} candidates at once, seed 0, validated on 6,000 images", flush=True)
+    train_at_once({f"val-{n}": [*f, "--seed", "0", *extra] for n, f in CANDIDATES.items()}, common, runs)
+    validated = {n: curve(runs, f"val-{n}") for n in CANDIDATES}
+    summary = {"model": args.model, "candidates": CANDIDATES,
+               "chosen": max(validated, key=lambda n: validated[n][-1]["val_accuracy"]),
+               "validation": {n: [round(r["val_accuracy"], 4) for r in c] for n, c in validated.items()},
+               "validation_train_time_s": {n: round(sum(r["time_s"] for r in c), 1) for n, c in validated.items()},
+               "candidates_test_not_used": {n: json.loads((runs / f"val-{n}" / "results.json").read_text())[
+                   "test_accuracy"] for n in CANDIDATES}}
+    Path(args.out).write_text(json.dumps(summary, indent=1))
+    for n, c in validated.items():
+        print(f"{n}: validation {100 * c[-1]['val_accuracy']:.2f} % after {len(c)} epochs, "
+              f"{sum(r['time_s'] for r in c):.1f} s of training", flush=True)
+    return summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None)
@@ -68,6 +87,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=3, help="CPU threads of each process")
     ap.add_argument("--extra", default="", help='flags added to every run, e.g. "--limit 512 --epochs 1" on a CPU')
     ap.add_argument("--out", default="gpu-sweep.json")
+    ap.add_argument("--chosen", choices=tuple(CANDIDATES), default=None,
+                    help="skip steps 1-2: the candidate a past sweep chose on validation (results/gpu-sweep-h200.json)")
     args = ap.parse_args()
     runs = Path(args.runs_dir)
     runs.mkdir(parents=True, exist_ok=True)
@@ -76,19 +97,9 @@ def main() -> None:
     common += ["--data-dir", args.data_dir] if args.data_dir else []
     extra = args.extra.split()
 
-    print(f"== {len(CANDIDATES)} candidates at once, seed 0, validated on 6,000 images", flush=True)
-    train_at_once({f"val-{n}": [*f, "--seed", "0", *extra] for n, f in CANDIDATES.items()}, common, runs)
-    validated = {n: curve(runs, f"val-{n}") for n in CANDIDATES}
-    chosen = max(validated, key=lambda n: validated[n][-1]["val_accuracy"])
-    summary = {"model": args.model, "candidates": CANDIDATES, "chosen": chosen,
-               "validation": {n: [round(r["val_accuracy"], 4) for r in c] for n, c in validated.items()},
-               "validation_train_time_s": {n: round(sum(r["time_s"] for r in c), 1) for n, c in validated.items()},
-               "candidates_test_not_used": {n: json.loads((runs / f"val-{n}" / "results.json").read_text())[
-                   "test_accuracy"] for n in CANDIDATES}}
-    Path(args.out).write_text(json.dumps(summary, indent=1))     # written now too: a cut run keeps step 1
-    for n, c in validated.items():
-        print(f"{n}: validation {100 * c[-1]['val_accuracy']:.2f} % after {len(c)} epochs, "
-              f"{sum(r['time_s'] for r in c):.1f} s of training", flush=True)
+    summary = validate(args, common, runs, extra) if args.chosen is None else {
+        "model": args.model, "candidates": CANDIDATES, "chosen": args.chosen, "chosen_by": "--chosen"}
+    chosen = summary["chosen"]
     print(f"== chosen on validation: {chosen}; {args.seeds} seeds at once on all 60,000 images", flush=True)
     train_at_once({f"all-{chosen}-s{s}": [*CANDIDATES[chosen], "--val-split", "0", "--seed", str(s), *extra]
                    for s in range(args.seeds)}, common, runs)
