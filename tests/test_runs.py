@@ -215,3 +215,15 @@ def test_an_edited_model_json_is_refused(tmp_path, small_run):
         (tmp_path / what / "model.json").write_text(json.dumps(edit(info)))
         with pytest.raises(RunError, match=f"model.json does not match model.safetensors: its {what} differ"):
             open_run(tmp_path / what).load_model()
+
+
+def test_a_renamed_run_is_named_so_in_its_config_and_still_opens(tmp_path, small_run):
+    from convlens.runs import rename_run
+    runs = tmp_path / "runs"
+    shutil.copytree(small_run.path, runs / "before")
+    command = json.loads((runs / "before" / "config.json").read_text())["command"]
+    moved = rename_run(runs / "before", "after")
+    config = json.loads((moved / "config.json").read_text())
+    assert moved == runs / "after" and config["name"] == "after" and config["command"] == command
+    run = open_run(moved)
+    assert run.config.name == "after" and run.load_model() is not None

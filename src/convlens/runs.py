@@ -24,7 +24,7 @@ import torch
 
 from .config import RECORDED, TrainConfig
 from .errors import RunError, SpecError
-from .files import check_state, read_json, read_safetensors, save_safetensors
+from .files import check_state, read_json, read_safetensors, save_safetensors, write_json
 from .models import ConvNet, build_model
 from .names import RUN_NAME, check_name, printable
 
@@ -323,7 +323,20 @@ def rename_run(path: Path, new_name: str) -> Path:
         raise RunError(f"run {new_name} already exists; pick another name")
     with RunLock(path):
         os.rename(path, target)
+        _record_name(target, new_name)
     return target
+
+
+def _record_name(run_dir: Path, name: str) -> None:
+    """config.json's name follows its folder's (its command, what was typed then, stays as it was). A
+    config.json that cannot be read is left alone: the run says so when it is opened."""
+    path = run_dir / "config.json"
+    try:
+        record = read_json(path)
+    except RunError:
+        return
+    if "name" in record and record["name"] != name:
+        write_json(path, {**record, "name": name})
 
 
 def delete_run(path: Path) -> None:
