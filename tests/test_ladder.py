@@ -52,7 +52,7 @@ def test_the_table_says_gains_in_points():
         {**same, "rung": "seed", "adds": "x", "trained": True, "val_accuracy": 0.92, "test_accuracy": 0.9128,
          "test_std": 0.002},
         {**same, "rung": "tta", "adds": "y", "trained": False, "val_accuracy": 0.93, "test_accuracy": 0.9203,
-         "test_std": 0.001},
+         "test_std": 0.001, "reads": "seed"},
         {**same, "rung": "longer", "adds": "z", "trained": True, "val_accuracy": 0.94, "test_accuracy": 0.9178,
          "test_std": 0.001}])
     assert rows[0]["gain"] is None and rows[1]["gain"] == pytest.approx(0.0075)

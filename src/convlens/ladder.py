@@ -138,7 +138,7 @@ def rung_row(rung: Rung, runs: list[Run]) -> dict:
             "params": s.total_params, "mult_adds": s.mult_adds, "epochs": runs[0].results["epochs_run"],
             "trained": not key, "train_time_s": statistics.fmean(r.results["train_time_s"] for r in runs),
             "val_accuracy": val_mean, "val_std": val_std, "test_accuracy": test_mean, "test_std": test_std,
-            "test_accuracies": test, "seeds": len(runs)}
+            "test_accuracies": test, "seeds": len(runs), "reads": rung.tta_of}
 
 
 def with_gains(rows: list[dict]) -> list[dict]:
@@ -147,7 +147,7 @@ def with_gains(rows: list[dict]) -> list[dict]:
     not credited with, or charged for, the TTA rung between); a TTA rung's over the rung whose runs it reads."""
     out, trained = [], None
     for row in rows:
-        base = trained if row["trained"] or not out else out[-1]
+        base = trained if row["trained"] else next((r for r in out if r["rung"] == row["reads"]), None)
         out.append({**row, "gain": None if base is None else row["test_accuracy"] - base["test_accuracy"]})
         if row["trained"]:
             trained = row
