@@ -73,6 +73,10 @@ GROUPS = {
     # al.'s "bag of tricks" 2019; not a flag, this script sets it), and label smoothing 0.2 for 0.1.
     "s8": [("s8-zero-residual", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "zero_residual": True}),
            ("s8-smoothing0.2", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "label_smoothing": 0.2})],
+    # The strong recipe's peak learning rate, set on the seed network (4e-3), never swept on the residual network at
+    # the budget's 18 epochs: one above, one below, side by side on 1 thread each (s9, s10: LADDER_SWEEP.md).
+    "s11": [("s11-lr6e-3", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "lr": 6e-3}),
+            ("s11-lr2.5e-3", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "lr": 2.5e-3})],
     # Not run: the strong recipe and its neighbours at 30 epochs (30 epochs do not fit the 20× budget).
     "full": [("full-strong-e30", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30}),
              ("full-strong-e30-erase", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30, "erase": 0.25}),

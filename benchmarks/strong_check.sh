@@ -10,9 +10,10 @@
 R=${RUNS:-/tmp/strong-runs}
 PY=${PY:-python3}
 EPOCHS=${EPOCHS:-18}
+FLAGS=${FLAGS:-}          # settings beside the recipe's, e.g. "--lr 6e-3" (chosen on validation: LADDER_SWEEP.md s11)
 source "$(dirname "$0")/sitting.sh"     # set -eu, the timer, the two default runs
 for s in 0 1 2; do
   t strong-all-s$s $CL train --model resnet-cpu --recipe strong --val-split 0 --epochs "$EPOCHS" --seed $s \
-      --runs-dir "$R" --name strong-all-s$s
+      --runs-dir "$R" --name strong-all-s$s $FLAGS
 done
 echo "END $(date -u +%FT%TZ)"
