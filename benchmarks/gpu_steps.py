@@ -74,7 +74,8 @@ def step_times(data, device: torch.device) -> list[dict]:
                 seconds, taken = one_fit(data, model_name, recipe, batch, STEPS, device)
                 s = seconds / taken
                 rows.append({"model": model_name, "recipe": recipe, "batch": batch, "cudnn_benchmark": tuned,
-                             "ms_per_step": round(1e3 * s, 3), "s_per_epoch": round(s * math.ceil(EPOCH_IMAGES / batch), 3),
+                             "ms_per_step": round(1e3 * s, 3),
+                             "s_per_epoch": round(s * math.ceil(EPOCH_IMAGES / batch), 3),
                              "images_per_s": round(batch / s)})
                 print(json.dumps(rows[-1]), flush=True)
     torch.backends.cudnn.benchmark = False

@@ -41,8 +41,8 @@ def random_crop(x: torch.Tensor, pad: int, p: float, gen: torch.Generator, batch
     padded = F.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)          # (B, H + 2·pad, W + 2·pad, C)
     rows = offsets[:, :1] + torch.arange(h, device=x.device)              # (B, H)
     cols = offsets[:, 1:] + torch.arange(w, device=x.device)              # (B, W)
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    return padded[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()   # (B, C, H, W)
+    image = torch.arange(b, device=x.device)[:, None, None]                # (B, 1, 1)
+    return padded[image, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()   # (B, C, H, W)
 
 
 def random_flip(x: torch.Tensor, p: float, gen: torch.Generator, batch: int | None = None,
