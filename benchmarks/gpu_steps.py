@@ -121,7 +121,12 @@ def main() -> None:
     ap.add_argument("--out", default="gpu-steps.json")
     ap.add_argument("--quick", action="store_true", help="3 steps, batch 64 only: the script itself, on a CPU")
     ap.add_argument("--profile-only", action="store_true", help="only the profile, not the step times")
+    ap.add_argument("--models", default=None, help="MODEL:RECIPE,… in place of seed:fast,resnet-gpu:strong "
+                    "(e.g. resnet-cpu:strong with --device cpu: where the CPU preset's step goes)")
     args = ap.parse_args()
+    if args.models:
+        global MODELS
+        MODELS = tuple(tuple(m.split(":")) for m in args.models.split(","))
     if args.quick:
         global STEPS, WARMUP, PROFILED, BATCHES
         STEPS, WARMUP, PROFILED, BATCHES = 3, 1, 2, (64,)
