@@ -96,12 +96,11 @@ def colormaps():
 def run_state(run) -> str:
     """What the runs list says of a run: finished only with the weights its results came from (a copy
     that lost model.safetensors, say, answers every view with 409)."""
-    res = run.results
     if run.record.get("imported"):
         return "imported from Keras"
-    if res and not res.get("interrupted"):
+    if run.completed:
         return "finished" if (run.path / "model.safetensors").is_file() else "weights missing"
-    return "stopped" if res else "training or stopped"
+    return "stopped" if run.results else "training or stopped"
 
 
 def run_entry(run) -> dict:

@@ -202,10 +202,14 @@ class Run:
         return self.model_info.image_rule
 
     @property
+    def completed(self) -> bool:
+        """Its results are written and training was not stopped before its last epoch."""
+        return bool(self.results) and not self.results.get("interrupted")
+
+    @property
     def resumable(self) -> bool:
         """Stopped or killed before its last epoch, with a checkpoint to go on from (`train --resume`)."""
-        finished = bool(self.results) and not self.results.get("interrupted")
-        return not finished and not self.record.get("imported") and any(self.path.glob("checkpoint*.safetensors"))
+        return not self.completed and not self.record.get("imported") and any(self.path.glob("checkpoint*.safetensors"))
 
     @property
     def test_precision(self) -> str:
