@@ -8,7 +8,6 @@ Each command runs as its own process; its peak resident memory is that process's
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import measured  # benchmarks/measured.py: a command's own peak RSS
 from convlens.bench import machine
+from convlens.spread import mean_std
 
 COMMANDS = [(f"seed, defaults, seed {s}", ["--seed", str(s)]) for s in range(3)] + [
     ("dense baseline", ["--model", "dense"]),
@@ -56,7 +56,7 @@ def main():
               f"{r['process_wall_s']:.1f} s wall  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     seeds = [r["test_accuracy"] for r in rows[:3]]
     out = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "runs": rows,
-           "seed_defaults_mean": statistics.mean(seeds), "seed_defaults_std": statistics.stdev(seeds)}
+           **dict(zip(("seed_defaults_mean", "seed_defaults_std"), mean_std(seeds)))}
     print(f"seed, defaults: {100 * out['seed_defaults_mean']:.2f} ± {100 * out['seed_defaults_std']:.2f} % over 3 seeds")
     path = Path(__file__).with_name("results") / "defaults.json"
     path.write_text(json.dumps(out, indent=2) + "\n")

@@ -100,19 +100,11 @@ PYEOF
 
 case " $PARTS " in *" strong "*)
 mkdir -p "$RUNS"
-train_seeds() {   # prefix, then flags: SEEDS runs of STRONG_MODEL at once, each its own process; their logs shown
+train_seeds() {   # prefix, then flags: SEEDS runs of STRONG_MODEL at once, each its own process (at_once.py)
     prefix=$1; shift
-    pids=""
-    for s in $(seq 0 $((SEEDS - 1))); do
-        $PY -m convlens train --device $DEVICE --data-dir "$DATA" --runs-dir "$RUNS" --name "$prefix-$s" \
-            --model $STRONG_MODEL --recipe strong --val-split 0 --seed $s --threads $THREADS_EACH --no-report \
-            --progress lines "$@" $STRONG_FLAGS > "$RUNS/$prefix-$s.log" 2>&1 &
-        pids="$pids $!"
-    done
-    failed=0
-    for p in $pids; do wait $p || failed=1; done
-    for s in $(seq 0 $((SEEDS - 1))); do echo "-- $prefix-$s"; cat "$RUNS/$prefix-$s.log"; done
-    return $failed
+    $PY benchmarks/at_once.py --runs-dir "$RUNS" --prefix "$prefix" --seeds "$SEEDS" -- --device $DEVICE \
+        --data-dir "$DATA" --model $STRONG_MODEL --recipe strong --val-split 0 --threads $THREADS_EACH --no-report \
+        --progress lines "$@" $STRONG_FLAGS
 }
 epochs=$STRONG_EPOCHS
 if [ -z "$epochs" ]; then
@@ -135,20 +127,13 @@ fi
 echo "== $STRONG_MODEL, recipe strong, $epochs epochs, $SEEDS seeds at once, all 60,000 images, on $DEVICE"
 train_seeds strong --epochs "$epochs"
 $PY - "$RUNS" "$SEEDS" "$OUT/gpu-strong.json" "$STRONG_MODEL" <<'PYEOF'
-import json, statistics, sys, torch
+import json, sys, torch
+sys.path.insert(0, "benchmarks")
+from at_once import group_summary, read_results
 runs, seeds, out, model = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-rows = []
-for s in range(seeds):
-    r = json.load(open(f"{runs}/strong-{s}/results.json"))
-    rows.append({"seed": s, **{k: r[k] for k in ("test_accuracy", "test_accuracy_tta", "train_time_s", "wall_time_s",
-                                                   "epochs_run", "test_precision")}})
-def mean_std(key):
-    v = [100 * r[key] for r in rows]
-    return round(statistics.mean(v), 2), round(statistics.stdev(v), 2) if len(v) > 1 else 0.0
 summary = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
-           "model": model, "recipe": "strong", "seeds_at_once": seeds, "runs": rows,
-           "test_mean_std": mean_std("test_accuracy"), "tta_mean_std": mean_std("test_accuracy_tta"),
-           "train_time_s_max": max(r["train_time_s"] for r in rows)}
+           "model": model, "recipe": "strong", "seeds_at_once": seeds,
+           **group_summary(read_results(runs, [f"strong-{s}" for s in range(seeds)]))}
 json.dump(summary, open(out, "w"), indent=1)
 print(f"{model} strong: test {summary['test_mean_std'][0]} ± {summary['test_mean_std'][1]} % "
       f"(flip TTA {summary['tta_mean_std'][0]} ± {summary['tta_mean_std'][1]} %) over {seeds} seeds, "
@@ -172,7 +157,9 @@ while read -r flags; do
     k=$((k + 1))
 done < "$RUNS/seedfast-configs.txt"
 $PY - "$RUNS" "$SEEDS" "$OUT/gpu-seedfast.json" <<'PYEOF'
-import json, statistics, sys, torch
+import json, sys, torch
+sys.path.insert(0, "benchmarks")
+from at_once import group_summary
 runs, seeds, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 configs = []
 for k, flags in enumerate(open(f"{runs}/seedfast-configs.txt").read().splitlines()):
@@ -183,10 +170,8 @@ for k, flags in enumerate(open(f"{runs}/seedfast-configs.txt").read().splitlines
         rows.append({"seed": s, "test_accuracy": r["test_accuracy"], "train_time_s": r["train_time_s"],
                      "epoch_time_s": [e["time_s"] for e in epochs],
                      "val_accuracy": [e.get("val_accuracy") for e in epochs]})
-    acc = [100 * r["test_accuracy"] for r in rows]
-    configs.append({"flags": flags, "runs": rows, "test_mean_std": [round(statistics.mean(acc), 2),
-                    round(statistics.stdev(acc), 2) if len(acc) > 1 else 0.0],
-                    "train_time_s_mean": round(statistics.mean(r["train_time_s"] for r in rows), 3)})
+    configs.append({"flags": flags, "runs": rows, "test_mean_std": group_summary(rows)["test_mean_std"],
+                    "train_time_s_mean": round(sum(r["train_time_s"] for r in rows) / len(rows), 3)})
     print(f"seed network, {flags}: test {configs[-1]['test_mean_std'][0]} ± {configs[-1]['test_mean_std'][1]} % in "
           f"{configs[-1]['train_time_s_mean']} s of training (mean of {seeds})")
 device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+from at_once import group_summary, read_results, train_at_once
 
 CANDIDATES = {
     "b1024-lr16": ["--batch-size", "1024", "--lr", "1.6e-2", "--ema", "0.985", "--epochs", "100"],
@@ -38,18 +38,8 @@ CANDIDATES = {
 }
 
 
-def train_at_once(jobs: dict[str, list[str]], common: list[str], runs: Path) -> None:
-    """`convlens train` for each job at once, each its own process and log; fails if any fails."""
-    procs = {}
-    for name, flags in jobs.items():
-        log = open(runs / f"{name}.log", "w")
-        procs[name] = subprocess.Popen([sys.executable, "-m", "convlens", "train", "--name", name, *common, *flags],
-                                       stdout=log, stderr=subprocess.STDOUT)
-    failed = [name for name, p in procs.items() if p.wait() != 0]
-    for name in jobs:
-        said = (runs / f"{name}.log").read_text().splitlines()
-        print(f"-- {name}: " + next((line for line in said if line.startswith("Test:")), said[-1] if said else ""),
-              flush=True)
+def train_or_exit(jobs: dict[str, list[str]], common: list[str], runs: Path) -> None:
+    failed = train_at_once(jobs, common, runs)
     if failed:
         sys.exit(f"gpu_sweep: {', '.join(failed)} failed: see {runs}/NAME.log")
 
@@ -62,7 +52,7 @@ def validate(args, common: list[str], runs: Path, extra: list[str]) -> dict:
     """Steps 1-2: every candidate once on the validation split; the one with the best final figure chosen.
     Written to --out at once, so a run cut short in step 3 keeps them."""
     print(f"== {len(CANDIDATES)} candidates at once, seed 0, validated on 6,000 images", flush=True)
-    train_at_once({f"val-{n}": [*f, "--seed", "0", *extra] for n, f in CANDIDATES.items()}, common, runs)
+    train_or_exit({f"val-{n}": [*f, "--seed", "0", *extra] for n, f in CANDIDATES.items()}, common, runs)
     validated = {n: curve(runs, f"val-{n}") for n in CANDIDATES}
     summary = {"model": args.model, "candidates": CANDIDATES,
                "chosen": max(validated, key=lambda n: validated[n][-1]["val_accuracy"]),
@@ -101,20 +91,13 @@ def main() -> None:
         "model": args.model, "candidates": CANDIDATES, "chosen": args.chosen, "chosen_by": "--chosen"}
     chosen = summary["chosen"]
     print(f"== chosen on validation: {chosen}; {args.seeds} seeds at once on all 60,000 images", flush=True)
-    train_at_once({f"all-{chosen}-s{s}": [*CANDIDATES[chosen], "--val-split", "0", "--seed", str(s), *extra]
+    train_or_exit({f"all-{chosen}-s{s}": [*CANDIDATES[chosen], "--val-split", "0", "--seed", str(s), *extra]
                    for s in range(args.seeds)}, common, runs)
-    results = [json.loads((runs / f"all-{chosen}-s{s}" / "results.json").read_text()) for s in range(args.seeds)]
-
-    def mean_std(key: str) -> list[float]:
-        v = [100 * r[key] for r in results]
-        return [round(statistics.mean(v), 2), round(statistics.stdev(v), 2) if len(v) > 1 else 0.0]
-    summary |= {"runs": [{k: r[k] for k in ("test_accuracy", "test_accuracy_tta", "train_time_s", "wall_time_s",
-                                            "epochs_run")} for r in results],
-                "test_mean_std": mean_std("test_accuracy"), "tta_mean_std": mean_std("test_accuracy_tta")}
+    summary |= group_summary(read_results(runs, [f"all-{chosen}-s{s}" for s in range(args.seeds)]))
     Path(args.out).write_text(json.dumps(summary, indent=1))
     print(f"{args.model} {chosen}: test {summary['test_mean_std'][0]} ± {summary['test_mean_std'][1]} % (flip TTA "
           f"{summary['tta_mean_std'][0]} ± {summary['tta_mean_std'][1]} %), at most "
-          f"{max(r['train_time_s'] for r in results):.1f} s of training each", flush=True)
+          f"{summary['train_time_s_max']:.1f} s of training each", flush=True)
 
 
 if __name__ == "__main__":

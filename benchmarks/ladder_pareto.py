@@ -21,6 +21,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from convlens.spread import mean_std
+
 RUN_NAME = re.compile(r"(?:ladder-)?(?P<rung>[a-z0-9-]+?)-s(?P<seed>\d+)$")
 
 
@@ -42,10 +44,6 @@ def rung_runs(runs_dir: Path) -> dict[str, list[dict]]:
         names = [row["rung"] for row in read(order)["rows"]]
         by_rung = {n: by_rung[n] for n in names + sorted(set(by_rung) - set(names)) if n in by_rung}
     return by_rung
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def rows(by_rung: dict[str, list[dict]], baseline_s: float) -> list[dict]:

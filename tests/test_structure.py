@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "convlens"
 FLOORS = [
     # 0 ground: plain values in, plain values out; no other floor's imports
     ["errors", "names", "versions", "reading", "files", "idx", "images", "spec", "residual", "models", "summary",
-     "plotting", "figures", "charts", "explain_figures", "baselines", "convolution"],
+     "plotting", "figures", "charts", "explain_figures", "baselines", "convolution", "spread"],
     # 1 engine: runs a model but never trains it (device, precision, the one /255, batched prediction)
     ["engine", "distributed"],
     # 2 data: dataset references, files found and read, loaders, the training config, runs and checkpoints

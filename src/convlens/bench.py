@@ -36,6 +36,7 @@ from .loop import can_fold_normalization, fit, fold_normalization, init_weights
 from .models import build_model
 from .registry import FASHION_MNIST
 from .sources import fetch
+from .spread import mean_std
 
 TARGET = 0.9128          # the seed notebook's test accuracy after 5 epochs
 VARIANTS = ("convlens", "pytorch", "keras")
@@ -192,10 +193,11 @@ def summarize_variant(runs: list[dict]) -> dict:
         cum += statistics.mean(r["epochs"][i]["train_time_s"] for r in runs)
         if acc >= TARGET and mean_to_target is None:
             mean_to_target = (cum, i + 1)
-    sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    final_mean, final_std = mean_std(finals)
+    time_mean, time_std = mean_std(times)
     return {"seeds": len(runs), "epochs": len(runs[0]["epochs"]),
-            "final_accuracy_mean": statistics.mean(finals), "final_accuracy_std": sd(finals),
-            "train_time_s_mean": statistics.mean(times), "train_time_s_std": sd(times),
+            "final_accuracy_mean": final_mean, "final_accuracy_std": final_std,
+            "train_time_s_mean": time_mean, "train_time_s_std": time_std,
             "time_to_target_s_mean": statistics.mean(reached) if len(reached) == len(runs) else None,
             "seeds_reaching_target": len(reached),
             "mean_curve_to_target": {"seconds": mean_to_target[0], "epoch": mean_to_target[1]} if mean_to_target else None,

@@ -35,7 +35,8 @@ from .config import TrainConfig
 from .engine import cores
 from .errors import ConvlensError
 from .files import read_json, write_atomic, write_json
-from .runs import Run, open_run
+from .runs import Run, completed_at, open_run
+from .spread import mean_std
 from .summary import summarize
 from .train import resume, train
 
@@ -110,7 +111,7 @@ def run_rung(config: TrainConfig, on_start: Callable | None = None, on_epoch: Ca
     path = Path(config.runs_dir) / config.name
     if (path / "config.json").is_file():
         _check_same(path, config)
-        if (path / "results.json").is_file() and not read_json(path / "results.json").get("interrupted"):
+        if completed_at(path):
             return open_run(path)
         if any(path.glob("checkpoint*.safetensors")):
             return resume(path, config.runs_dir, data_dir=config.data_dir, on_start=on_start, on_epoch=on_epoch)
@@ -122,18 +123,14 @@ def run_rung(config: TrainConfig, on_start: Callable | None = None, on_epoch: Ca
 # ---------------------------------------------------------------------------
 # The table
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def rung_row(rung: Rung, runs: list[Run]) -> dict:
     """One rung's line of the table from its runs (a TTA rung: from the runs of the rung it reads)."""
     key = "_tta" if rung.tta_of else ""
     test = [r.results["test_accuracy" + key] for r in runs]
     val = [r.results["val_accuracy_tta"] if key else r.metrics[-1]["val_accuracy"] for r in runs]
     s = summarize(runs[0].model_info.spec, runs[0].input_shape, len(runs[0].classes))
-    test_mean, test_std = _mean_std(test)
-    val_mean, val_std = _mean_std(val)
+    test_mean, test_std = mean_std(test)
+    val_mean, val_std = mean_std(val)
     return {"rung": rung.name, "adds": rung.adds, "runs": [r.name for r in runs], "model": runs[0].config.model,
             "params": s.total_params, "mult_adds": s.mult_adds, "epochs": runs[0].results["epochs_run"],
             "trained": not key, "train_time_s": statistics.fmean(r.results["train_time_s"] for r in runs),

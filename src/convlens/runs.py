@@ -204,7 +204,7 @@ class Run:
     @property
     def completed(self) -> bool:
         """Its results are written and training was not stopped before its last epoch."""
-        return bool(self.results) and not self.results.get("interrupted")
+        return completed(self.results)
 
     @property
     def resumable(self) -> bool:
@@ -229,6 +229,17 @@ class Run:
             raise RunError(f"{self.path / 'model.json'}: {e}") from None
         load_weights(self.path / "model.safetensors", model, info.classes)
         return model.to(device).to(memory_format=torch.channels_last).eval()
+
+
+def completed(results: dict) -> bool:
+    """A run's results.json says it trained to its last epoch (an interrupted run writes one too)."""
+    return bool(results) and not results.get("interrupted")
+
+
+def completed_at(path: Path) -> bool:
+    """The run folder at `path` holds a completed run's results (before a Run can be opened: a resume or a
+    rung checks this first)."""
+    return (path / "results.json").is_file() and completed(read_json(path / "results.json"))
 
 
 def is_run(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> bool:

@@ -55,6 +55,7 @@ from .runs import (
     ModelInfo,
     Run,
     RunLock,
+    completed_at,
     new_run_dir,
     open_run,
     resolve_run,
@@ -207,7 +208,7 @@ def resume(run: str | os.PathLike, runs_dir: str | os.PathLike = "runs", data: D
     """
     path = resolve_run(run, runs_dir)
     saved = read_json(path / "config.json")
-    if (path / "results.json").exists() and not read_json(path / "results.json").get("interrupted"):
+    if completed_at(path):
         raise RunError(f"run {path.name} has finished; nothing to resume (train a new run for more epochs)")
     config = TrainConfig.from_json(saved, str(path / "config.json"))
     try:
