@@ -34,6 +34,8 @@ BN_AFTER_POOL, BN_BEFORE_POOL = ("conv64-pool-bn-conv64-pool-bn-flatten-dense128
                                  "conv64-bn-pool-conv64-bn-pool-flatten-dense128-dense10")
 RES32_FIRST = "conv32same-bn-res32-res64s2-res64-res128s2-res128-gap-dense10"    # resnet-cpu since s5
 RES64_FIRST = "conv32same-bn-res64s2-res64-res128s2-res128-gap-dense10"           # resnet-cpu in s1–s5
+POOLED_NARROW = "conv32same-bn-conv64same-pool-bn-res64-conv128same-pool-bn-res128-gap-dense10"     # 58 M mult-adds
+POOLED = "conv32same-bn-conv64same-pool-bn-res64-conv128same-pool-bn-res128-conv256same-poolsame-bn-gap-dense10"
 FIRST_STRONG = {"recipe": "strong", "batch_size": 128, "lr": 2e-3, "optimizer": "adamw", "weight_decay": 0.05,
                 "erase": 0.25}   # the first guess at `strong` (it also used init torch: not a flag, see the notes)
 GROUPS = {
@@ -77,6 +79,12 @@ GROUPS = {
     # the budget's 18 epochs: one above, one below, side by side on 1 thread each (s9, s10: LADDER_SWEEP.md).
     "s11": [("s11-lr6e-3", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "lr": 6e-3}),
             ("s11-lr2.5e-3", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "lr": 2.5e-3})],
+    # Downsampling by conv → max pool in place of strided residual blocks (the layout of Page's "ResNet-9", 2018),
+    # each network given the epochs that fit the longer rung's 18 epochs of resnet-cpu (44.6 s an epoch of 60,000
+    # images at batch 64 on 2 threads, 2026-11-28): POOLED_NARROW 33.7 s → 23 epochs, POOLED 40.9 s → 19.
+    # Side by side on 1 thread each, against ladder-longer-s0's 95.10 %.
+    "s12": [("s12-pooled-narrow-e23", {"model": POOLED_NARROW, "recipe": "strong", "epochs": 23}),
+            ("s12-pooled-e19", {"model": POOLED, "recipe": "strong", "epochs": 19})],
     # Not run: the strong recipe and its neighbours at 30 epochs (30 epochs do not fit the 20× budget).
     "full": [("full-strong-e30", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30}),
              ("full-strong-e30-erase", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30, "erase": 0.25}),
