@@ -49,6 +49,7 @@ class Progress:
     epoch_time_s: float = 0.0      # optimizer time spent in the epoch in progress
     interrupted: bool = False      # training was stopped (Ctrl-C, SIGTERM) before its last epoch
     stopped_at: list[int] | None = None   # interrupted: [epoch, steps done in it]
+    warmup_s: float = 0.0          # a GPU's start-up before the first step (warmup.py), off the training clock
 
 
 @dataclass

@@ -34,9 +34,12 @@ from .ema import WeightAverage
 from .engine import autocast, channel_stats, device_of, drain, loss_and_accuracy, normalizer, predict_logits, to_input
 from .errors import RunError
 from .models import ConvNet
+from .warmup import warm_up
 
 # Normalisation statistics of a streamed image folder: from this many images, seeded (exact below it).
 STATS_SAMPLE = 10_000
+# Devices whose start-up is taken off the training clock (warmup.py): a CPU has none worth the copy.
+WARM_UP_DEVICES = ("cuda",)
 
 
 def init_weights(model: ConvNet, init: str) -> None:
@@ -254,6 +257,15 @@ class _Loop:
         if resume is not None:
             self._resume(resume)
         model.train()
+        self.warm_up()          # before the clock
+
+    def warm_up(self) -> None:
+        """A GPU's first-step costs paid on a copy before the clock starts, and counted apart (warmup.py)."""
+        if self.device.type in WARM_UP_DEVICES:
+            bs, c = self.r.batch_size, self.cluster
+            shares = {len(range(c.rank, n, c.world)) for n in (bs, self.n_used % bs or bs)}   # this process's
+            self.p.warmup_s += warm_up(self.model, lambda twin: optimizer_for(twin, self.r, self.device),
+                                       sorted(shares), self.precision, self.r.label_smoothing, self.r.ema)
 
     def _resume(self, ckpt: Checkpoint) -> None:
         restore(ckpt, self.model, self.opt, self.gen)

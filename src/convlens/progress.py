@@ -56,8 +56,9 @@ def result_lines(run) -> list[str]:
         lines.append(f"Early stopping: no better validation loss after epoch {res['best_epoch']}; "
                      f"restored its weights.")
     tta = f" (with flip test-time augmentation {res['test_accuracy_tta']:.2%})" if "test_accuracy_tta" in res else ""
+    warmed = f"; {res['device_warmup_s']:.1f} s of device start-up before it" if res.get("device_warmup_s") else ""
     lines += ["", f"Test: loss {res['test_loss']:.4f}, accuracy {res['test_accuracy']:.2%}{tta} "
-                  f"({res['epochs_run']} epochs, {res['train_time_s']:.1f} s of training)"]
+                  f"({res['epochs_run']} epochs, {res['train_time_s']:.1f} s of training{warmed})"]
     if res.get("overfitting"):
         lines.append(f"Note: {res['overfitting']}")
     return lines
