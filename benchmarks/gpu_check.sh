@@ -168,6 +168,7 @@ for k, flags in enumerate(open(f"{runs}/seedfast-configs.txt").read().splitlines
         r = json.load(open(f"{runs}/seedfast{k}-{s}/results.json"))
         epochs = [json.loads(line) for line in open(f"{runs}/seedfast{k}-{s}/metrics.jsonl")]
         rows.append({"seed": s, "test_accuracy": r["test_accuracy"], "train_time_s": r["train_time_s"],
+                     "device_warmup_s": r.get("device_warmup_s", 0.0),
                      "epoch_time_s": [e["time_s"] for e in epochs],
                      "val_accuracy": [e.get("val_accuracy") for e in epochs]})
     configs.append({"flags": flags, "runs": rows, "test_mean_std": group_summary(rows)["test_mean_std"],

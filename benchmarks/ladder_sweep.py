@@ -85,6 +85,12 @@ GROUPS = {
     # Side by side on 1 thread each, against ladder-longer-s0's 95.10 %.
     "s12": [("s12-pooled-narrow-e23", {"model": POOLED_NARROW, "recipe": "strong", "epochs": 23}),
             ("s12-pooled-e19", {"model": POOLED, "recipe": "strong", "epochs": 19})],
+    # The seed network for a GPU's 1-second aim, past s9's batch 2,048 (its GPU run: 91.66 % in 2.2 s, 0.10 s an
+    # epoch of 27 launch-bound steps, LADDER.md): half the steps in batches of 4,096 (lr scaled by the square root
+    # of the batch, and linearly), and batch 2,048 with 12 epochs. 2 threads, one after another.
+    "s13": [("s13-b4096-lr2.2e-2-e16", {"model": "seed", "batch_size": 4096, "lr": 2.2e-2, "epochs": 16}),
+            ("s13-b4096-lr3.2e-2-e16", {"model": "seed", "batch_size": 4096, "lr": 3.2e-2, "epochs": 16}),
+            ("s13-b2048-lr1.6e-2-e12", {"model": "seed", "batch_size": 2048, "lr": 1.6e-2, "epochs": 12})],
     # Not run: the strong recipe and its neighbours at 30 epochs (30 epochs do not fit the 20× budget).
     "full": [("full-strong-e30", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30}),
              ("full-strong-e30-erase", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30, "erase": 0.25}),

@@ -71,7 +71,9 @@ def run_convlens(seed: int, epochs: int, data_dir: str | None, recipe: str = "fa
         acc = _accuracy_after_fold(weights, data, stats, precision)
         per_epoch.append({"epoch": rec["epoch"], "train_time_s": rec["time_s"], "test_accuracy": acc})
 
-    fit(model, data, config, precision=precision, on_epoch=on_epoch)
+    warmup_s = fit(model, data, config, precision=precision, on_epoch=on_epoch).warmup_s
+    if per_epoch:       # a GPU's start-up (warmup.py) counted in, as the baselines' first epochs count theirs
+        per_epoch[0]["train_time_s"] += warmup_s
     out = {"setup_s": setup, "epochs": per_epoch, "precision": str(precision).removeprefix("torch.")}
     if inference:
         out["inference"] = measure_inference(model, data.test_x, data.test_y, precision)
