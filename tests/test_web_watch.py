@@ -156,6 +156,23 @@ def test_inspect_shows_grad_cams_signs_on_a_diverging_scale(page, served):
     assert rgb[1][0] > rgb[1][2]                         # red where it is argued for
 
 
+def test_a_slow_answer_to_an_earlier_choice_does_not_draw_over_a_later_one(page, served):
+    """The curves of one run are still loading when a run to compare with is chosen: the later choice's
+    curves stay, whichever answer comes last (the browser's fetch of the first is held back 1.5 s)."""
+    page.evaluate("""() => { const f = window.fetch;
+        window.fetch = (url, ...rest) => String(url).endsWith('/api/curves?runs=small')
+          ? (window.slowAsked = true, new Promise((r) => setTimeout(r, 1500))
+              .then(() => f(url, ...rest)).finally(() => setTimeout(() => { window.slowDone = true; }, 300)))
+          : f(url, ...rest); }""")
+    page.select_option("#run-select", "small")
+    page.wait_for_function("window.slowAsked === true")
+    page.select_option("#compare-select", ["bn"])
+    page.wait_for_function("document.querySelector('#curves').dataset.runs === 'small,bn'")
+    page.wait_for_function("window.slowDone === true")
+    assert page.locator("#curves").get_attribute("data-runs") == "small,bn"
+    assert page.locator("#compare-table tr").count() >= 3            # the header and both runs
+
+
 def test_curves_give_every_runs_values_under_the_pointer_and_mark_the_best_epoch(page, served):
     page.select_option("#run-select", "bn")
     page.select_option("#compare-select", ["small"])

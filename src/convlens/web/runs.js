@@ -89,18 +89,23 @@ export async function selectRun(name, reloadTab = true) {
   if (reloadTab && loaders[activeTab()]) loaders[activeTab()]();
 }
 
+// The selected run and those chosen to compare with it, as the page shows them now.
+function chosenRuns() {
+  const others = [...$("#compare-select").selectedOptions].map((o) => o.value).filter((v) => v && v !== state.run);
+  return [state.run, ...others];                       // any number of runs overlaid (the API takes 16)
+}
+
 async function showComparison() {
   if (!state.detail) return;
-  const others = [...$("#compare-select").selectedOptions].map((o) => o.value).filter((v) => v && v !== state.run);
-  const names = [state.run, ...others];                 // any number of runs overlaid (the API takes 16)
+  const names = chosenRuns(), stale = () => names.join() !== chosenRuns().join();
   const query = names.map((n) => `runs=${encodeURIComponent(n)}`).join("&");
   const curves = await api(`/api/curves?${query}`);
-  if (names.join() !== [state.run, ...others].join()) return;      // another choice was made meanwhile
+  if (stale()) return;            // another choice was made while this one loaded: its own answer draws
   $("#curves").dataset.runs = names.join(",");
   epochCharts($("#curves"), curves);
   if (names.length < 2) { $("#compare-table").replaceChildren(); return; }
   const { head, rows } = await api(`/api/compare?${query}`);
-  textTable($("#compare-table"), head, rows, [2, 3, 4, 5, 6, 7, 8]);
+  if (!stale()) textTable($("#compare-table"), head, rows, [2, 3, 4, 5, 6, 7, 8]);
 }
 
 // Rename or delete the selected run (the server refuses while it trains, and any name that is a path).
