@@ -173,6 +173,23 @@ def test_a_slow_answer_to_an_earlier_choice_does_not_draw_over_a_later_one(page,
     assert page.locator("#compare-table tr").count() >= 3            # the header and both runs
 
 
+def test_a_run_chosen_while_another_loads_is_the_one_shown(page, served):
+    """A run's details are held back 1.5 s while another run is chosen: the title, the curves and the
+    report link stay the later run's."""
+    page.evaluate("""() => { const f = window.fetch;
+        window.fetch = (url, ...rest) => String(url).endsWith('/api/runs/small')
+          ? (window.slowAsked = true, new Promise((r) => setTimeout(r, 1500))
+              .then(() => f(url, ...rest)).finally(() => setTimeout(() => { window.slowDone = true; }, 300)))
+          : f(url, ...rest); }""")
+    page.select_option("#run-select", "small")
+    page.wait_for_function("window.slowAsked === true")
+    page.select_option("#run-select", "bn")
+    page.wait_for_function("window.slowDone === true")
+    assert page.locator("#curves-title").text_content() == "bn"
+    assert page.locator("#curves").get_attribute("data-runs") == "bn"
+    assert page.locator("#run-select").input_value() == "bn"
+
+
 def test_curves_give_every_runs_values_under_the_pointer_and_mark_the_best_epoch(page, served):
     page.select_option("#run-select", "bn")
     page.select_option("#compare-select", ["small"])

@@ -79,8 +79,11 @@ export async function selectRun(name, reloadTab = true) {
   $("#run-select").value = name;
   compareChoices(name);
   document.querySelectorAll("#runs-table tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.run === name));
-  try { state.detail = await api(runPath(name)); }
-  catch (e) { showError($("#curves-title"), e); return; }
+  let detail;
+  try { detail = await api(runPath(name)); }
+  catch (e) { if (state.run === name) showError($("#curves-title"), e); return; }
+  if (state.run !== name) return;      // another run was chosen while this one loaded: its own call goes on
+  state.detail = detail;
   $("#curves-title").textContent = name;
   const entry = state.runs.find((r) => r.name === name), link = $("#report-link");
   link.hidden = !entry?.report;
