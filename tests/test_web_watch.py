@@ -156,14 +156,20 @@ def test_inspect_shows_grad_cams_signs_on_a_diverging_scale(page, served):
     assert rgb[1][0] > rgb[1][2]                         # red where it is argued for
 
 
+def hold_back(page, url_end: str, ms: int = 1500) -> None:
+    """The page's requests for a URL ending in `url_end` answer `ms` later: window.slowAsked is set when
+    one is asked, window.slowDone a moment after its answer has been handed over."""
+    page.evaluate("""([end, ms]) => { const f = window.fetch;
+        window.fetch = (url, ...rest) => String(url).endsWith(end)
+          ? (window.slowAsked = true, new Promise((r) => setTimeout(r, ms))
+              .then(() => f(url, ...rest)).finally(() => setTimeout(() => { window.slowDone = true; }, 300)))
+          : f(url, ...rest); }""", [url_end, ms])
+
+
 def test_a_slow_answer_to_an_earlier_choice_does_not_draw_over_a_later_one(page, served):
     """The curves of one run are still loading when a run to compare with is chosen: the later choice's
     curves stay, whichever answer comes last (the browser's fetch of the first is held back 1.5 s)."""
-    page.evaluate("""() => { const f = window.fetch;
-        window.fetch = (url, ...rest) => String(url).endsWith('/api/curves?runs=small')
-          ? (window.slowAsked = true, new Promise((r) => setTimeout(r, 1500))
-              .then(() => f(url, ...rest)).finally(() => setTimeout(() => { window.slowDone = true; }, 300)))
-          : f(url, ...rest); }""")
+    hold_back(page, "/api/curves?runs=small")
     page.select_option("#run-select", "small")
     page.wait_for_function("window.slowAsked === true")
     page.select_option("#compare-select", ["bn"])
@@ -176,11 +182,7 @@ def test_a_slow_answer_to_an_earlier_choice_does_not_draw_over_a_later_one(page,
 def test_a_run_chosen_while_another_loads_is_the_one_shown(page, served):
     """A run's details are held back 1.5 s while another run is chosen: the title, the curves and the
     report link stay the later run's."""
-    page.evaluate("""() => { const f = window.fetch;
-        window.fetch = (url, ...rest) => String(url).endsWith('/api/runs/small')
-          ? (window.slowAsked = true, new Promise((r) => setTimeout(r, 1500))
-              .then(() => f(url, ...rest)).finally(() => setTimeout(() => { window.slowDone = true; }, 300)))
-          : f(url, ...rest); }""")
+    hold_back(page, "/api/runs/small")
     page.select_option("#run-select", "small")
     page.wait_for_function("window.slowAsked === true")
     page.select_option("#run-select", "bn")
