@@ -265,7 +265,17 @@ class _Loop:
             bs, c = self.r.batch_size, self.cluster
             shares = {len(range(c.rank, n, c.world)) for n in (bs, self.n_used % bs or bs)}   # this process's
             self.p.warmup_s += warm_up(self.model, lambda twin: optimizer_for(twin, self.r, self.device),
-                                       sorted(shares), self.precision, self.r.label_smoothing, self.r.ema)
+                                       self.blank_inputs, sorted(shares), self.precision, self.r.label_smoothing,
+                                       self.r.ema)
+
+    def blank_inputs(self, n: int) -> torch.Tensor:
+        """n blank images as a step's input: augmented as the recipe says (with draws of their own, not the
+        run's) and normalised, so the warm-up loads those kernels too."""
+        r = self.r
+        x_u8 = torch.zeros((n, *self.model.input_shape), dtype=torch.uint8, device=self.device)
+        x_u8 = augment(x_u8, torch.Generator().manual_seed(0), r.crop, r.crop_pad, r.flip, r.erase, r.erase_area,
+                       r.erase_ratio)
+        return to_input(x_u8, self.device, self.norm)
 
     def _resume(self, ckpt: Checkpoint) -> None:
         restore(ckpt, self.model, self.opt, self.gen)

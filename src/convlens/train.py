@@ -327,6 +327,6 @@ def _ending(p: Progress, config: TrainConfig) -> dict:
     return {"epochs_run": len(p.epochs), "best_epoch": p.best_epoch, "stopped_early": p.stopped_early,
             "interrupted": p.interrupted, "stopped_at": p.stopped_at,
             "restored_best": bool(config.early_stopping and p.best_epoch != len(p.epochs)),
-            "train_time_s": round(p.train_time_s, 3), **({"device_warmup_s": round(p.warmup_s, 3)} if p.warmup_s else {}),
-            "deterministic": config.deterministic, "resumes": p.resumes,
+            "train_time_s": round(p.train_time_s, 3), "deterministic": config.deterministic, "resumes": p.resumes,
+            **({"device_warmup_s": round(p.warmup_s, 3)} if p.warmup_s else {}),    # a GPU's, off the clock
             "overfitting": overfitting_note(p.epochs, suggest=not config.early_stopping)}

@@ -4,7 +4,7 @@ A fresh process's first steps on a GPU are slow for reasons that have nothing to
 cuBLAS and cuDNN handles are created, each kernel's module is loaded on its first launch, the caching
 allocator takes its memory. On an H200 the seed network's first epoch took 0.5–0.8 s and each later one
 0.10 s (benchmarks/LADDER.md). `warm_up` runs those first steps on a throwaway copy of the model, on
-zeros, before training starts, as MLPerf's rules allow ("system warm-up on synthetic data"), and says
+blank images, before training starts, as MLPerf's rules allow ("system warm-up on synthetic data"), and says
 how long it took: results.json records it as `device_warmup_s` beside `train_time_s`, never inside it.
 
 The model, its optimizer, its moving average and every random generator are left exactly as they were,
@@ -26,11 +26,12 @@ from .engine import autocast, device_of, drain
 
 
 def warm_up(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
-            batch_sizes: list[int], precision: torch.dtype, label_smoothing: float = 0.0,
-            ema: float = 0.0) -> float:
+            make_input: Callable[[int], torch.Tensor], batch_sizes: list[int], precision: torch.dtype,
+            label_smoothing: float = 0.0, ema: float = 0.0) -> float:
     """Seconds spent on one training step of a copy of `model` at each batch size (the full batch, and the
-    short last one where the data leaves one: other shapes can take other kernels), with an optimizer of
-    the run's kind and, where the run keeps one, a moving average."""
+    short last one where the data leaves one: other shapes can take other kernels), its input from
+    `make_input(n)` (the run's augmentation and normalisation of n blank images, with their own random
+    draws), with an optimizer of the run's kind and, where the run keeps one, a moving average."""
     device = device_of(model)
     t0 = time.perf_counter()
     gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
@@ -39,8 +40,7 @@ def warm_up(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.
         opt = make_optimizer(twin)
         average = WeightAverage(twin, ema) if ema else None
         for n in dict.fromkeys(batch_sizes):
-            x = torch.zeros((n, *model.input_shape), device=device).contiguous(memory_format=torch.channels_last)
-            y = torch.zeros(n, dtype=torch.long, device=device)
+            x, y = make_input(n), torch.zeros(n, dtype=torch.long, device=device)
             with autocast(device, precision):
                 loss = F.cross_entropy(twin(x), y, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
