@@ -6,6 +6,11 @@
 #
 #     DATA=folder/with/fashion-mnist/gz OUT=/tmp/gpu-check sh benchmarks/gpu_check.sh
 #
+# What the next GPU session still has to measure (2026-11-28; ~6 min of an H200, carry .data):
+#     PARTS="seedfast sweep steps" SWEEP_CHOSEN=b512-lr11 DATA=.data/fashion-mnist OUT=$OUT sh benchmarks/gpu_check.sh
+# the seed network with its start-up off the clock (device_warmup_s), the chosen large-batch resnet-gpu
+# over 3 seeds, and the step profile again with the fixed arithmetic.
+#
 # PARTS picks what runs, in this order (default: all):
 #   basic   issues 3 and 7: `train` with the defaults, `evaluate` (images/s), `explain`, `report`, a folder
 #           of PNGs streamed from disk, a torchrun launch of one process (NCCL), `bench` of the convlens
