@@ -14,6 +14,7 @@ from PIL import Image
 from convlens.attribution import grad_cam
 from convlens.images import MAX_FILE_BYTES
 from convlens.inspect import activations
+from convlens.jobs import Job
 
 fastapi = pytest.importorskip("fastapi", reason="the explorer's dependencies are in requirements.txt")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -196,6 +197,16 @@ def _wait(client, job_id, states=("finished", "failed", "stopped"), timeout=180)
     raise AssertionError(f"job {job_id} still {job['state']}: {job['log']}")
 
 
+def test_a_thinned_job_curve_is_sent_whole_to_a_poll_that_counted_the_old_one():
+    job = Job("j", "r", "seed", 200, process=None)
+    for i in range(Job.MAX_POINTS + 1):
+        job.add_point({"epoch": 1 + i // 100, "step": i % 100, "steps": 100, "loss": 1.0, "accuracy": 0.5, "lr": 1e-3})
+    assert job.curve_gen == 1 and len(job.curve) == Job.MAX_POINTS // 2 + 1
+    stale = job.to_dict(since=Job.MAX_POINTS, gen=0)
+    assert stale["curve_from"] == 0 and stale["curve"] == job.curve and stale["curve_gen"] == 1
+    assert job.to_dict(since=3, gen=1)["curve"] == job.curve[3:]
+
+
 def test_training_jobs_start_report_refuse_and_stop(client):
     for body, status in (({"model": "conv64-pool-dense"}, 400), ({"epochs": 0}, 422), ({"lr": -1}, 422),
                          ({"name": "../evil"}, 400), ({"name": "small"}, 409)):
@@ -209,6 +220,14 @@ def test_training_jobs_start_report_refuse_and_stop(client):
     assert done["state"] == "finished", done
     assert [m["epoch"] for m in done["metrics"]] == [1, 2] and done["results"]["test_accuracy"] > 0.5
     assert done["step"] == 0 and done["steps"] == 43                     # 2,700 images in batches of 64
+    whole, url = done["curve"], f"/api/jobs/{job['id']}"
+    assert len(whole) > 10 and done["curve_from"] == 0
+    later = client.get(url, params={"since": 10, "gen": done["curve_gen"]}).json()      # a poll holding 10 points
+    assert later["curve_from"] == 10 and later["curve"] == whole[10:]
+    for since, gen in ((10, done["curve_gen"] + 1), (len(whole) + 1, done["curve_gen"])):  # thinned, or beyond it
+        again = client.get(url, params={"since": since, "gen": gen}).json()
+        assert again["curve_from"] == 0 and again["curve"] == whole
+    assert client.get(url, params={"since": -1}).status_code == 422
     assert "web1" in [r["name"] for r in client.get("/api/runs").json()]
 
     long = client.post("/api/train", json={"model": "conv8-pool-flatten-dense10", "epochs": 50, "name": "web2"}).json()

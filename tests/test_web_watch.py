@@ -238,6 +238,8 @@ def test_training_from_the_page_draws_its_step_curve_during_epoch_1_and_the_prob
                            timeout=180000)
     job_curve = get(served, "/api/jobs")[-1]["curve"]
     assert len({p["x"] for p in job_curve if p["x"] < 1}) >= 50                   # step by step through epoch 1
+    # Polled a few points at a time, the page drew every point the job has, in order, none twice.
+    assert page.get_attribute("#live-curves", "data-points") == str(len(job_curve))
     page.click("nav button[data-tab=runs]")
     page.select_option("#run-select", "watched")
     page.wait_for_selector("#report-link:not([hidden])")

@@ -404,8 +404,10 @@ def list_jobs(js=Depends(jobs)):
 
 
 @train_api.get("/api/jobs/{job_id}")
-def job(job_id: str, js=Depends(jobs)):
-    return js.get(job_id).to_dict()
+def job(job_id: str, since: int | None = Query(None, ge=0), gen: int | None = Query(None, ge=0),
+        js=Depends(jobs)):
+    """A job; with since and gen, only the curve's points after the `since` a poll holds (Job.to_dict)."""
+    return js.get(job_id).to_dict(since, gen)
 
 
 @train_api.post("/api/jobs/{job_id}/stop")

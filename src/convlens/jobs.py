@@ -41,6 +41,7 @@ class Job:
     steps: int = 0                        # steps per epoch
     metrics: list[dict] = field(default_factory=list)
     curve: list[dict] = field(default_factory=list)   # running loss, accuracy, lr every ~1 % of an epoch
+    curve_gen: int = 0                    # how often the curve was thinned: a poll's `since` counts within one
     results: dict | None = None
     error: str | None = None
     log: deque = field(default_factory=lambda: deque(maxlen=40))
@@ -55,11 +56,18 @@ class Job:
         x = event.get("epoch", 1) - 1 + event.get("step", 0) / max(1, event.get("steps", 1))
         self.curve.append({"x": round(x, 4), **{k: event[k] for k in ("loss", "accuracy", "lr") if k in event}})
         if len(self.curve) > self.MAX_POINTS:
+            self.curve_gen += 1           # first: a poll that sees the thinned curve also sees the new count
             self.curve = self.curve[::2]
 
-    def to_dict(self) -> dict:
+    def to_dict(self, since: int | None = None, gen: int | None = None) -> dict:
+        """The job as the explorer polls it. since, gen: the points of the curve a poll already holds, and
+        the thinning they came from; only the later points are sent (curve_from: where they start), or the
+        whole curve again when it was thinned meanwhile."""
+        curve = self.curve                # read before the count (add_point bumps the count first)
+        start = since if since is not None and gen == self.curve_gen and since <= len(curve) else 0
         return {"id": self.id, "run": self.run, "model": self.model, "epochs": self.epochs, "state": self.state,
-                "epoch": self.epoch, "step": self.step, "steps": self.steps, "metrics": self.metrics, "curve": self.curve,
+                "epoch": self.epoch, "step": self.step, "steps": self.steps, "metrics": self.metrics,
+                "curve": curve[start:], "curve_from": start, "curve_gen": self.curve_gen,
                 "results": self.results, "error": self.error, "log": list(self.log),
                 "stopping": self.stop_requested and self.state == "running", "begun": self.begun,
                 "elapsed_s": round(time.time() - self.started, 1)}

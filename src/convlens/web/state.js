@@ -6,6 +6,7 @@ export const state = {
   detail: null,         // /api/runs/{run}: config, model, metrics, results, summary
   runs: [],             // /api/runs
   job: null,            // the training job the Train tab follows
+  jobCurve: null,       // {id, gen, points}: its curve as polled so far (each poll brings the newer points)
   stopping: false,      // Stop was pressed: the job ends after its current step
   probeShown: false,    // the followed job's probe snapshots have been asked for
   inspectSource: null,  // {index} or {image_id}: the image the Inspect tab shows

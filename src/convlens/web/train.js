@@ -83,11 +83,27 @@ function jobText(job) {
     (resumable ? `\nTo go on from epoch ${job.epoch}: convlens train --resume ${job.run}` : "");
 }
 
+// The job's curve as polled so far: each poll asks only for the points after those held (the whole
+// curve comes again when the server thinned it meanwhile, curve_from 0).
+function heldCurve(id) {
+  return state.jobCurve?.id === id ? state.jobCurve : { id, gen: 0, points: [] };
+}
+
+function mergeCurve(job) {
+  const held = heldCurve(job.id);
+  const points = job.curve_from === 0 ? job.curve
+    : job.curve_from === held.points.length ? held.points.concat(job.curve) : null;
+  state.jobCurve = points && { id: job.id, gen: job.curve_gen, points };    // null: out of step, ask for all
+  job.curve = points ?? held.points;
+}
+
 export async function followJob() {
   if (!state.job) return;
   let job;
-  try { job = await api(`/api/jobs/${encodeURIComponent(state.job.id)}`); }
+  const held = heldCurve(state.job.id);
+  try { job = await api(`/api/jobs/${encodeURIComponent(state.job.id)}?since=${held.points.length}&gen=${held.gen}`); }
   catch (e) { showError($("#job-status"), e); setTimeout(followJob, 2000); return; }
+  mergeCurve(job);
   const epochsBefore = state.job.metrics?.length ?? 0;
   state.job = job;
   $("#train-progress").value = (job.epoch + (job.steps ? job.step / job.steps : 0)) / job.epochs;
