@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from convlens.spread import percent_mean_std  # noqa: E402
+from convlens.spread import mean_std, percent_mean_std  # noqa: E402
 
 RECORDED = ("test_accuracy", "test_accuracy_tta", "test_precision", "train_time_s", "wall_time_s", "epochs_run")
 
@@ -45,6 +45,7 @@ def group_summary(results: list[dict]) -> dict:
     it, with flip test-time augmentation)."""
     summary = {"runs": [{k: r[k] for k in RECORDED if k in r} for r in results],
                "test_mean_std": percent_mean_std(r["test_accuracy"] for r in results),
+               "train_time_s_mean": round(mean_std(r["train_time_s"] for r in results)[0], 3),
                "train_time_s_max": max(r["train_time_s"] for r in results)}
     if all("test_accuracy_tta" in r for r in results):
         summary["tta_mean_std"] = percent_mean_std(r["test_accuracy_tta"] for r in results)

@@ -176,8 +176,9 @@ for k, flags in enumerate(open(f"{runs}/seedfast-configs.txt").read().splitlines
                      "device_warmup_s": r.get("device_warmup_s", 0.0),
                      "epoch_time_s": [e["time_s"] for e in epochs],
                      "val_accuracy": [e.get("val_accuracy") for e in epochs]})
-    configs.append({"flags": flags, "runs": rows, "test_mean_std": group_summary(rows)["test_mean_std"],
-                    "train_time_s_mean": round(sum(r["train_time_s"] for r in rows) / len(rows), 3)})
+    group = group_summary(rows)
+    configs.append({"flags": flags, "runs": rows, "test_mean_std": group["test_mean_std"],
+                    "train_time_s_mean": group["train_time_s_mean"]})
     print(f"seed network, {flags}: test {configs[-1]['test_mean_std'][0]} ± {configs[-1]['test_mean_std'][1]} % in "
           f"{configs[-1]['train_time_s_mean']} s of training (mean of {seeds})")
 device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

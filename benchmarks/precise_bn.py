@@ -20,14 +20,14 @@ import torch.nn as nn
 from convlens.augment import augment
 from convlens.config import TrainConfig
 from convlens.datasets import training_data
-from convlens.engine import autocast, predict_logits, set_threads, to_input
+from convlens.engine import autocast, loss_and_accuracy, predict_logits, set_threads, to_input
 from convlens.runs import open_run
 
 CPU = torch.device("cpu")
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return (predict_logits(model, x, precision=torch.bfloat16).argmax(1).cpu() == y).float().mean().item()
+    return loss_and_accuracy(predict_logits(model, x, precision=torch.bfloat16), y)[1]
 
 
 @torch.no_grad()

@@ -271,11 +271,8 @@ class _Loop:
     def blank_inputs(self, n: int) -> torch.Tensor:
         """n blank images as a step's input: augmented as the recipe says (with draws of their own, not the
         run's) and normalised, so the warm-up loads those kernels too."""
-        r = self.r
-        x_u8 = torch.zeros((n, *self.model.input_shape), dtype=torch.uint8, device=self.device)
-        x_u8 = augment(x_u8, torch.Generator().manual_seed(0), r.crop, r.crop_pad, r.flip, r.erase, r.erase_area,
-                       r.erase_ratio)
-        return to_input(x_u8, self.device, self.norm)
+        blank = torch.zeros((n, *self.model.input_shape), dtype=torch.uint8, device=self.device)
+        return self.model_input(blank, torch.Generator().manual_seed(0))
 
     def _resume(self, ckpt: Checkpoint) -> None:
         restore(ckpt, self.model, self.opt, self.gen)
@@ -309,11 +306,17 @@ class _Loop:
         """The model's input and targets for one step, augmented as the recipe says (drawn from the data-order
         generator, so a resumed run draws the same; for the step's whole batch, of which this process keeps
         its share's draws, so several processes draw what one would)."""
-        r, c = self.r, self.cluster
-        whole = min(r.batch_size, self.n_used - self.p.step_in_epoch * r.batch_size)
-        x_u8 = augment(x_u8.to(self.device), self.gen, r.crop, r.crop_pad, r.flip, r.erase, r.erase_area,
-                       r.erase_ratio, batch=whole, part=slice(c.rank, None, c.world))
-        return to_input(x_u8, self.device, self.norm), self.y_train[idx]
+        bs, c = self.r.batch_size, self.cluster
+        whole = min(bs, self.n_used - self.p.step_in_epoch * bs)
+        x = self.model_input(x_u8.to(self.device), self.gen, batch=whole, part=slice(c.rank, None, c.world))
+        return x, self.y_train[idx]
+
+    def model_input(self, x_u8: torch.Tensor, gen: torch.Generator, **share) -> torch.Tensor:
+        """uint8 images on the device -> the model's input: augmented as the recipe says, drawing from `gen`
+        (augment's batch and part: this process's share of a batch), then scaled and normalised."""
+        r = self.r
+        x_u8 = augment(x_u8, gen, r.crop, r.crop_pad, r.flip, r.erase, r.erase_area, r.erase_ratio, **share)
+        return to_input(x_u8, self.device, self.norm)
 
     def average(self) -> None:
         """Fold the weights of the step just taken into their moving average (when the recipe keeps one)."""

@@ -1,9 +1,9 @@
 """A GPU's start-up kept off the training clock.
 
-A fresh process's first steps on a GPU are slow for reasons that have nothing to do with training: the
-cuBLAS and cuDNN handles are created, each kernel's module is loaded on its first launch, the caching
-allocator takes its memory. On an H200 the seed network's first epoch took 0.5–0.8 s and each later one
-0.10 s (benchmarks/LADDER.md). `warm_up` runs those first steps on a throwaway copy of the model, on
+A fresh process's first steps on a GPU pay for things that have nothing to do with training: the cuBLAS
+and cuDNN handles are created, each kernel's module is loaded on its first launch, the caching allocator
+takes its memory. On an H200 the seed network's first epoch took 0.5–0.8 s and each later one 0.10 s
+(benchmarks/LADDER.md); that start-up is the likely cause, not yet measured apart. `warm_up` runs those first steps on a throwaway copy of the model, on
 blank images, before training starts, as MLPerf's rules allow ("system warm-up on synthetic data"), and says
 how long it took: results.json records it as `device_warmup_s` beside `train_time_s`, never inside it.
 
@@ -41,6 +41,7 @@ def warm_up(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.
         average = WeightAverage(twin, ema) if ema else None
         for n in dict.fromkeys(batch_sizes):
             x, y = make_input(n), torch.zeros(n, dtype=torch.long, device=device)
+            # loop.fit's beats 2-4, on the copy (kept there in full so fit reads as one screen: change both)
             with autocast(device, precision):
                 loss = F.cross_entropy(twin(x), y, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
