@@ -101,6 +101,12 @@ GROUPS = {
             ("s14-tiny-strong-e3", {"model": RES_TINY, "recipe": "strong", "epochs": 3}),
             ("s14-tiny-fast-aug-e3", {"model": RES_TINY, "recipe": "fast", "epochs": 3, **AUG}),
             ("s14-seedbn-e8", {"model": "seed-bn", "recipe": "fast", "epochs": 8})],
+    # Progressive resizing (resizing.py): the first epochs on shrunk images, full size from 70 % of the epochs on,
+    # with the epochs that cost what the longer rung's 18 full-size ones do (a step of resnet-cpu at batch 64, 2
+    # threads, 2026-11-28: 47, 33, 26 and 20 ms at 28, 24, 20 and 16 px). Side by side on 1 thread each, against
+    # ladder-longer-s0's 95.10 %.
+    "s16": [("s16-resize16-e24", {"model": "resnet-cpu", "recipe": "strong", "epochs": 24, "resize_from": 16 / 28}),
+            ("s16-resize20-e22", {"model": "resnet-cpu", "recipe": "strong", "epochs": 22, "resize_from": 20 / 28})],
     # Not run: the strong recipe and its neighbours at 30 epochs (30 epochs do not fit the 20× budget).
     "full": [("full-strong-e30", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30}),
              ("full-strong-e30-erase", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30, "erase": 0.25}),

@@ -22,8 +22,9 @@ def test_warm_up_leaves_the_model_its_average_and_the_random_state_alone():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     recipe = TrainConfig(model=SPEC, recipe="strong").settings
-    blank = lambda n: torch.zeros((n, 1, 28, 28)).contiguous(memory_format=torch.channels_last)   # noqa: E731
-    seconds = warm_up(model, lambda twin: optimizer_for(twin, recipe, torch.device("cpu")), blank, [32, 7],
+    blank = lambda shape: torch.zeros((shape[0], 1, *shape[1])).contiguous(memory_format=torch.channels_last)  # noqa
+    seconds = warm_up(model, lambda twin: optimizer_for(twin, recipe, torch.device("cpu")), blank,
+                      [(32, (28, 28)), (7, (28, 28))],
                       torch.float32, label_smoothing=0.1, ema=0.999)
     assert seconds > 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

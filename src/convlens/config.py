@@ -46,6 +46,8 @@ class Recipe:
                                 # biases or batch norm); adam: none
     ema: float = 0.0         # decay of an exponential moving average of the weights (0: none); the average is
                              # what is validated, saved and tested (ema.py)
+    resize_from: float = 1.0   # progressive resizing (resizing.py): the first epoch's training images at this
+    resize_until: float = 0.7  # share of their side, growing to full size at this share of the epochs (1: off)
 
 
 RECIPES = {
@@ -108,6 +110,12 @@ class TrainConfig:
     erase: float | None = _setting(None, "probability of random erasing: a rectangle of 2-40 % of a training image "
                                    "replaced by random pixels (default: the recipe's)", float, optional=True,
                                    metavar="P")
+    resize_from: float | None = _setting(None, "progressive resizing: train the first epoch on images shrunk to "
+                                         "this share of their side, growing to full size by --resize-until of "
+                                         "the epochs (1: off; default: the recipe's)", float, optional=True,
+                                         metavar="SHARE")
+    resize_until: float | None = _setting(None, "share of the epochs after which training images are full size "
+                                          "(default: the recipe's, 0.7)", float, optional=True, metavar="SHARE")
     seed: int = _setting(0, "random seed: weights, data order and validation split (default %(default)s)", int)
     val_split: float | None = _setting(None, "share of training images held out for validation (default: the "
                                        "recipe's, 0.1; keras: 0 = train on all 60,000 like the seed)", float,
@@ -166,6 +174,11 @@ class TrainConfig:
             raise ConvlensError(f"--weight-decay must be in [0, 1), got {self.weight_decay}")
         if self.ema is not None and not 0 <= self.ema < 1:
             raise ConvlensError(f"--ema is a decay in [0, 1) (0: off), got {self.ema}")
+        if self.resize_from is not None and not 0.25 <= self.resize_from <= 1:
+            raise ConvlensError(f"--resize-from is a share of the image's side in [0.25, 1] (1: off), "
+                                f"got {self.resize_from}")
+        if self.resize_until is not None and not 0 < self.resize_until <= 1:
+            raise ConvlensError(f"--resize-until is a share of the epochs in (0, 1], got {self.resize_until}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ConvlensError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.limit < 0:
@@ -267,7 +280,8 @@ def _apply(r: Recipe, c: TrainConfig) -> Recipe:
 
 
 # Settings a config may give to replace its recipe's (batch_size and lr: also when given as 0, as before).
-OVERRIDES = ("label_smoothing", "val_split", "optimizer", "weight_decay", "ema", "crop", "crop_pad", "flip", "erase")
+OVERRIDES = ("label_smoothing", "val_split", "optimizer", "weight_decay", "ema", "crop", "crop_pad", "flip", "erase",
+             "resize_from", "resize_until")
 
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}

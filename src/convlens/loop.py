@@ -34,6 +34,7 @@ from .ema import WeightAverage
 from .engine import autocast, channel_stats, device_of, drain, loss_and_accuracy, normalizer, predict_logits, to_input
 from .errors import RunError
 from .models import ConvNet
+from .resizing import resized, training_size
 from .warmup import warm_up
 
 # Normalisation statistics of a streamed image folder: from this many images, seeded (exact below it).
@@ -264,15 +265,22 @@ class _Loop:
         if self.device.type in WARM_UP_DEVICES:
             bs, c = self.r.batch_size, self.cluster
             shares = {len(range(c.rank, n, c.world)) for n in (bs, self.n_used % bs or bs)}   # this process's
+            sizes = {self.training_size(epoch) for epoch in range(self.p.epoch, self.config.epochs + 1)}
             self.p.warmup_s += warm_up(self.model, lambda twin: optimizer_for(twin, self.r, self.device),
-                                       self.blank_inputs, sorted(shares), self.precision, self.r.label_smoothing,
-                                       self.r.ema)
+                                       self.blank_inputs, [(n, size) for n in sorted(shares) for size in sorted(sizes)],
+                                       self.precision, self.r.label_smoothing, self.r.ema)
 
-    def blank_inputs(self, n: int) -> torch.Tensor:
-        """n blank images as a step's input: augmented as the recipe says (with draws of their own, not the
-        run's) and normalised, so the warm-up loads those kernels too."""
+    def blank_inputs(self, shape: tuple[int, tuple[int, int]]) -> torch.Tensor:
+        """(n, size): n blank images as a step's input at that image size: augmented as the recipe says (with
+        draws of their own, not the run's) and normalised, so the warm-up loads those kernels too."""
+        n, size = shape
         blank = torch.zeros((n, *self.model.input_shape), dtype=torch.uint8, device=self.device)
-        return self.model_input(blank, torch.Generator().manual_seed(0))
+        return self.model_input(blank, torch.Generator().manual_seed(0), size=size)
+
+    def training_size(self, epoch: int) -> tuple[int, int]:
+        """The (height, width) of epoch `epoch`'s training images (smaller early on under progressive resizing)."""
+        r = self.r
+        return training_size(epoch, self.config.epochs, self.model.input_shape[1:], r.resize_from, r.resize_until)
 
     def _resume(self, ckpt: Checkpoint) -> None:
         restore(ckpt, self.model, self.opt, self.gen)
@@ -311,12 +319,14 @@ class _Loop:
         x = self.model_input(x_u8.to(self.device), self.gen, batch=whole, part=slice(c.rank, None, c.world))
         return x, self.y_train[idx]
 
-    def model_input(self, x_u8: torch.Tensor, gen: torch.Generator, **share) -> torch.Tensor:
+    def model_input(self, x_u8: torch.Tensor, gen: torch.Generator, size: tuple[int, int] | None = None,
+                    **share) -> torch.Tensor:
         """uint8 images on the device -> the model's input: augmented as the recipe says, drawing from `gen`
-        (augment's batch and part: this process's share of a batch), then scaled and normalised."""
+        (augment's batch and part: this process's share of a batch), scaled and normalised, then resized to
+        `size` (default: the epoch's, smaller than the images under progressive resizing)."""
         r = self.r
         x_u8 = augment(x_u8, gen, r.crop, r.crop_pad, r.flip, r.erase, r.erase_area, r.erase_ratio, **share)
-        return to_input(x_u8, self.device, self.norm)
+        return resized(to_input(x_u8, self.device, self.norm), size or self.training_size(self.p.epoch))
 
     def average(self) -> None:
         """Fold the weights of the step just taken into their moving average (when the recipe keeps one)."""

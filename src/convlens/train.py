@@ -51,6 +51,7 @@ from .files import read_json, write_atomic, write_json
 from .loop import fit, init_weights, input_stats
 from .models import ConvNet, build_model
 from .probe import probe_epochs, snapshot, write_snapshot
+from .resizing import check_resizable
 from .runs import (
     ModelInfo,
     Run,
@@ -118,6 +119,8 @@ def _check_data(data: Dataset, config: TrainConfig) -> None:
     if not len(data.test_y):
         raise DataError(f"{data.name}: no test images to score the trained model on (an image folder with a test "
                         "share of 0: give each class more images, or train/ and test/ folders)")
+    r = config.settings
+    check_resizable(config.model, data.input_shape, data.num_classes, config.epochs, r.resize_from, r.resize_until)
     if config.probe >= len(data.test_y):
         raise DataError(f"--probe {config.probe}: no test image {config.probe}; the test set has "
                         f"{len(data.test_y):,} images (0 to {len(data.test_y) - 1}), or -1 for none")

@@ -26,12 +26,13 @@ from .engine import autocast, device_of, drain
 
 
 def warm_up(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
-            make_input: Callable[[int], torch.Tensor], batch_sizes: list[int], precision: torch.dtype,
+            make_input: Callable[[tuple], torch.Tensor], shapes: list[tuple], precision: torch.dtype,
             label_smoothing: float = 0.0, ema: float = 0.0) -> float:
-    """Seconds spent on one training step of a copy of `model` at each batch size (the full batch, and the
-    short last one where the data leaves one: other shapes can take other kernels), its input from
-    `make_input(n)` (the run's augmentation and normalisation of n blank images, with their own random
-    draws), with an optimizer of the run's kind and, where the run keeps one, a moving average."""
+    """Seconds spent on one training step of a copy of `model` at each input shape the run will train on
+    (the full batch and the short last one where the data leaves one, at each image size: other shapes can
+    take other kernels), its input from `make_input(shape)` (the run's augmentation and normalisation of
+    blank images, with their own random draws), with an optimizer of the run's kind and, where the run keeps
+    one, a moving average."""
     device = device_of(model)
     t0 = time.perf_counter()
     gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
@@ -39,8 +40,9 @@ def warm_up(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.
         twin = copy.deepcopy(model).train()
         opt = make_optimizer(twin)
         average = WeightAverage(twin, ema) if ema else None
-        for n in dict.fromkeys(batch_sizes):
-            x, y = make_input(n), torch.zeros(n, dtype=torch.long, device=device)
+        for shape in dict.fromkeys(shapes):
+            x = make_input(shape)
+            y = torch.zeros(len(x), dtype=torch.long, device=device)
             # loop.fit's beats 2-4, on the copy (kept there in full so fit reads as one screen: change both)
             with autocast(device, precision):
                 loss = F.cross_entropy(twin(x), y, label_smoothing=label_smoothing)
