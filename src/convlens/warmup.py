@@ -3,9 +3,10 @@
 A fresh process's first steps on a GPU pay for things that have nothing to do with training: the cuBLAS
 and cuDNN handles are created, each kernel's module is loaded on its first launch, the caching allocator
 takes its memory. On an H200 the seed network's first epoch took 0.5–0.8 s and each later one 0.10 s
-(benchmarks/LADDER.md); that start-up is the likely cause, not yet measured apart. `warm_up` runs those first steps on a throwaway copy of the model, on
-blank images, before training starts, as MLPerf's rules allow ("system warm-up on synthetic data"), and says
-how long it took: results.json records it as `device_warmup_s` beside `train_time_s`, never inside it.
+(benchmarks/LADDER.md); that start-up is the likely cause, not yet measured apart. `warm_up` runs those
+first steps on a throwaway copy of the model, on blank images, before training starts, as MLPerf's rules
+allow ("system warm-up on synthetic data"), and says how long it took: results.json records it as
+`device_warmup_s` beside `train_time_s`, never inside it.
 
 The model, its optimizer, its moving average and every random generator are left exactly as they were,
 so a run trains to the same weights with or without it.
