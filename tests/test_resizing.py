@@ -29,6 +29,8 @@ def test_the_sides_grow_linearly_in_multiples_of_4_and_are_full_from_until_on():
     assert sides == [16] * 3 + [20] * 6 + [24] * 6 + [28] * 9
     assert [side_at(e, 10, 28, 0.5, 0.5) for e in range(1, 11)] == [16, 16, 20, 24, 24] + [28] * 5
     assert all(side_at(e, 5, 28, 1.0, 0.7) == 28 for e in range(1, 6))         # 1: off
+    assert [side_at(e, 4, 28, 0.5, 1.0) for e in range(1, 5)] == [16, 20, 24, 28]   # the last epoch is full size
+    assert side_at(1, 1, 28, 0.5, 0.7) == 28                                   # … even in a 1-epoch run
     assert side_at(1, 5, 28, 0.25, 0.7) == 8 and side_at(1, 5, 6, 0.25, 0.7) == 6   # never below 8, nor above full
     assert training_size(1, 10, (48, 64), 0.5, 0.5) == (24, 32)              # each side by itself
 
@@ -85,7 +87,7 @@ def test_the_setting_is_recorded_said_and_given_back_as_flags(tmp_path):
 ])
 def test_impossible_resizing_is_refused_in_one_line_before_a_run_is_made(tmp_path, small_data_dir, flags, fragment):
     runs = tmp_path / "runs"
-    rc, _, err = run_cli("train", "--data-dir", small_data_dir, "--runs-dir", runs, "--epochs", "1", *flags,
+    rc, _, err = run_cli("train", "--data-dir", small_data_dir, "--runs-dir", runs, "--epochs", "2", *flags,
                          cwd=tmp_path)
     assert rc != 0 and fragment in err and len(err.strip().splitlines()) == 1, err
     assert not runs.exists() or not any(runs.iterdir())

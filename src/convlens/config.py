@@ -114,8 +114,9 @@ class TrainConfig:
                                          "this share of their side, growing to full size by --resize-until of "
                                          "the epochs (1: off; default: the recipe's)", float, optional=True,
                                          metavar="SHARE")
-    resize_until: float | None = _setting(None, "share of the epochs after which training images are full size "
-                                          "(default: the recipe's, 0.7)", float, optional=True, metavar="SHARE")
+    resize_until: float | None = _setting(None, "share of the epochs after which training images are full size; "
+                                          "the last epoch always is (default: the recipe's, 0.7)", float,
+                                          optional=True, metavar="SHARE")
     seed: int = _setting(0, "random seed: weights, data order and validation split (default %(default)s)", int)
     val_split: float | None = _setting(None, "share of training images held out for validation (default: the "
                                        "recipe's, 0.1; keras: 0 = train on all 60,000 like the seed)", float,

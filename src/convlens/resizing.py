@@ -28,10 +28,13 @@ SMALLEST = 8      # … and never below it
 
 def side_at(epoch: int, epochs: int, full: int, start: float, until: float) -> int:
     """The side, in pixels, of the training images of epoch `epoch` (1-based) of `epochs`: `start` of
-    `full` at the first, growing linearly to `full` at `until` of the epochs (a share in (0, 1])."""
-    if start >= 1:
+    `full` at the first, growing linearly to `full` at `until` of the epochs (a share in (0, 1]), and
+    never later than the last epoch, so that a run always ends on full-size images (a 1-epoch run has
+    no room to grow: it trains at full size)."""
+    growing = min(until * epochs, epochs - 1)      # epochs over which the side grows
+    if start >= 1 or growing <= 0:
         return full
-    grown = min(1.0, (epoch - 1) / max(1e-9, until * epochs))
+    grown = min(1.0, (epoch - 1) / growing)
     scale = start + (1 - start) * grown
     side = MULTIPLE * round(full * scale / MULTIPLE)
     return max(min(SMALLEST, full), min(full, side))
