@@ -2,7 +2,7 @@
 
 A run trained with crops and flips keeps running statistics of augmented images, tracked with momentum
 while the weights moved. This recomputes them on the finished weights, as an equal-weight average over
-batches of 64 training images, clean or augmented as in training, and validates the result.
+batches of 64 training images, clean or augmented as the run's recipe augments them, and validates the result.
 
     PYTHONPATH=src python benchmarks/precise_bn.py RUN [RUN ...] --data-dir DIR
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from convlens.augment import augment
-from convlens.config import TrainConfig
+from convlens.config import Recipe, TrainConfig
 from convlens.datasets import training_data
 from convlens.engine import autocast, loss_and_accuracy, predict_logits, set_threads, to_input
 from convlens.runs import open_run
@@ -31,8 +31,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def recalibrated(model: nn.Module, x_u8: torch.Tensor, n: int, augmented: bool, batch: int = 64) -> nn.Module:
-    """A copy whose batch norms hold the equal-weight average of n training images' batch statistics."""
+def recalibrated(model: nn.Module, x_u8: torch.Tensor, n: int, recipe: Recipe | None, batch: int = 64) -> nn.Module:
+    """A copy whose batch norms hold the equal-weight average of n training images' batch statistics, the
+    images augmented as `recipe` augments them (None: clean)."""
     m = copy.deepcopy(model).train()
     for bn in (b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)):
         bn.reset_running_stats()
@@ -41,7 +42,8 @@ def recalibrated(model: nn.Module, x_u8: torch.Tensor, n: int, augmented: bool, 
     order = torch.randperm(len(x_u8), generator=g)[:n]
     for i in range(0, n, batch):
         xb = x_u8[order[i:i + batch]]
-        xb = augment(xb, g, crop=1.0, crop_pad=2, flip=0.5) if augmented else xb
+        xb = augment(xb, g, recipe.crop, recipe.crop_pad, recipe.flip, recipe.erase, recipe.erase_area,
+                     recipe.erase_ratio) if recipe else xb
         with autocast(CPU, torch.bfloat16):
             m(to_input(xb, CPU))
     return m.eval()
@@ -60,7 +62,7 @@ def main() -> None:
         model, vx, vy = run.load_model(), data.val_x, data.val_y
         line = [f"{run.name}: as trained {accuracy(model, vx, vy):.2%}"]
         for n, augmented in ((len(data.train_y), False), (len(data.train_y), True), (10_000, False)):
-            again = accuracy(recalibrated(model, data.train_x, n, augmented), vx, vy)
+            again = accuracy(recalibrated(model, data.train_x, n, run.config.settings if augmented else None), vx, vy)
             line.append(f"{'augmented' if augmented else 'clean'} {n:,}: {again:.2%}")
         print(" | ".join(line), flush=True)
 

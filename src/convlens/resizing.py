@@ -41,13 +41,12 @@ def side_at(epoch: int, epochs: int, full: int, start: float, until: float) -> i
 
 
 def resized(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """A float batch (B, C, H, W) resized to `size` (antialiased bilinear, as PIL shrinks), in x's memory
-    format; x itself when it has that size."""
+    """A float batch (B, C, H, W) resized to `size` (antialiased bilinear, as PIL shrinks), channels_last as
+    engine.to_input gives the model its input; x itself when it has that size."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     small = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return small.contiguous(memory_format=torch.channels_last if last else torch.contiguous_format)
+    return small.contiguous(memory_format=torch.channels_last)     # a no-op where interpolate kept the layout
 
 
 def training_size(epoch: int, epochs: int, shape: tuple[int, int], start: float, until: float) -> tuple[int, int]:
