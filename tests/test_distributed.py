@@ -91,3 +91,20 @@ def test_a_killed_rank_fails_the_job_clearly_and_it_resumes(tmp_path, small_data
     assert results["epochs_run"] == 4 and results["resumes"] == 1 and results["interrupted"] is False
     records = [json.loads(l) for l in (runs / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4] and all(0 <= r["accuracy"] <= 1 for r in records)
+
+
+def test_two_processes_train_selectively_on_the_images_of_both(tmp_path, small_data_dir):
+    """Under --select each rank records the losses of its share of every batch; they are merged at every
+    checkpoint, so the saved losses cover every image and both ranks draw the same next epochs."""
+    runs = tmp_path / "runs"
+    same = ("--epochs", "3", "--limit", "2688", "--select", "0.5")
+    two = subprocess.run(TORCHRUN + train_args(small_data_dir, runs, "two", *same),
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, [l for l in two.stderr.splitlines() if "convlens:" in l] or two.stderr[-2000:]
+    one = subprocess.run([sys.executable] + train_args(small_data_dir, runs, "one", *same),
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    losses = load_checkpoint(runs / "two", build_model(MODEL)).losses
+    assert losses.shape == (2688,) and losses.isfinite().all() and losses.std() > 0
+    r2, r1 = (json.loads((runs / n / "results.json").read_text()) for n in ("two", "one"))
+    assert abs(r2["test_accuracy"] - r1["test_accuracy"]) <= 0.02, (r2, r1)

@@ -4,9 +4,10 @@
     RUN/checkpoint.prev.safetensors   the one before it, kept until the latest is on disk
 
 One safetensors file holds every tensor (weights, the optimizer's moments, the weights of the
-best epoch for early stopping, the moving average of the weights (ema), the data order of the epoch in progress, the torch and
-CUDA random states); its metadata holds the rest as JSON (epoch, step, finished epochs,
-Python's and NumPy's random states, the optimizer's settings). No pickle: a checkpoint
+best epoch for early stopping, the moving average of the weights (ema), the data order of the
+epoch in progress, each image's last loss under selective training, the torch and CUDA random
+states); its metadata holds the rest as JSON (epoch, step, finished epochs, Python's and
+NumPy's random states, the optimizer's settings). No pickle: a checkpoint
 handed over by someone else is data, never code.
 
 A checkpoint is written after every epoch, every N optimizer steps with
@@ -64,6 +65,7 @@ class Checkpoint:
     rng: dict                             # every random state: capture_rng's tensors and JSON together
     path: Path                            # the file it came from
     ema: dict[str, torch.Tensor] | None = None   # the moving average of the weights (recipes with ema)
+    losses: torch.Tensor | None = None    # each training image's last loss (selective training: selection.py)
 
 
 # ---------------------------------------------------------------------------
@@ -115,7 +117,7 @@ def save_checkpoint(run_dir: Path, progress: Progress, model: torch.nn.Module, o
                     data_order: torch.Generator, perm: torch.Tensor | None = None,
                     sums: tuple[torch.Tensor, torch.Tensor] | None = None,
                     best: dict[str, torch.Tensor] | None = None,
-                    ema: dict[str, torch.Tensor] | None = None) -> Path:
+                    ema: dict[str, torch.Tensor] | None = None, losses: torch.Tensor | None = None) -> Path:
     """Write RUN/checkpoint.safetensors atomically, keeping the previous one as checkpoint.prev.
 
     On any failure (disk full, read-only folder) both existing checkpoints stay as they were
@@ -130,6 +132,8 @@ def save_checkpoint(run_dir: Path, progress: Progress, model: torch.nn.Module, o
         tensors.update({f"ema.{k}": v for k, v in ema.items()})
     if perm is not None:
         tensors["perm"] = perm
+    if losses is not None:
+        tensors["losses"] = losses
     if sums is not None:
         tensors["sums.loss"], tensors["sums.correct"] = sums
     progress_json = asdict(progress)
@@ -186,8 +190,11 @@ def read_checkpoint(path: Path, model: torch.nn.Module) -> Checkpoint:
     perm = tensors.get("perm")
     if progress.step_in_epoch and (perm is None or perm.dtype != torch.int64 or perm.ndim != 1):
         raise RunError(f"{path}: damaged checkpoint: the epoch in progress has no data order")
-    if perm is not None and not torch.equal(perm.sort().values, torch.arange(len(perm))):
-        raise RunError(f"{path}: damaged checkpoint: its data order is not a permutation of the training images")
+    if perm is not None and (len(perm) == 0 or perm.min() < 0 or len(perm.unique()) != len(perm)):
+        raise RunError(f"{path}: damaged checkpoint: its data order does not take distinct training images")
+    losses = tensors.get("losses")
+    if losses is not None and (losses.dtype != torch.float32 or losses.ndim != 1):
+        raise RunError(f"{path}: damaged checkpoint: its image losses are not one float32 vector")
     sums = (tensors.get("sums.loss", torch.zeros(())), tensors.get("sums.correct", torch.zeros((), dtype=torch.long)))
 
     state: dict = {}
@@ -199,7 +206,7 @@ def read_checkpoint(path: Path, model: torch.nn.Module) -> Checkpoint:
         raise RunError(f"{path}: damaged checkpoint: optimizer entry {key!r}") from None
     optimizer = {"state": state, "param_groups": param_groups}
     rng = {**{k: v for k, v in tensors.items() if k.startswith("rng.")}, **rng_meta}
-    return Checkpoint(progress, _prefixed(tensors, "model."), optimizer, best, perm, sums, rng, path, ema)
+    return Checkpoint(progress, _prefixed(tensors, "model."), optimizer, best, perm, sums, rng, path, ema, losses)
 
 
 def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> Checkpoint:

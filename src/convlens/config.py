@@ -48,6 +48,8 @@ class Recipe:
                              # what is validated, saved and tested (ema.py)
     resize_from: float = 1.0   # progressive resizing (resizing.py): the first epoch's training images at this
     resize_until: float = 0.7  # share of their side, growing to full size at this share of the epochs (1: off)
+    select: float = 1.0        # selective training (selection.py): every epoch after the first trains on this share
+    select_power: float = 1.0  # of the images, drawn by the rank of their last loss to this power (1: off)
 
 
 RECIPES = {
@@ -117,6 +119,13 @@ class TrainConfig:
     resize_until: float | None = _setting(None, "share of the epochs after which training images are full size; "
                                           "the last epoch always is (default: the recipe's, 0.7)", float,
                                           optional=True, metavar="SHARE")
+    select: float | None = _setting(None, "selective training: every epoch after the first trains on this share "
+                                    "of the images, drawn mostly from those with the highest loss when last seen; "
+                                    "such an epoch costs that share of a full one (1: off; default: the recipe's)",
+                                    float, optional=True, metavar="SHARE")
+    select_power: float | None = _setting(None, "how hard --select keeps to the hardest images: each is drawn with "
+                                          "weight (rank of its loss / images) to this power; 0 draws uniformly "
+                                          "(default: the recipe's, 1)", float, optional=True, metavar="P")
     seed: int = _setting(0, "random seed: weights, data order and validation split (default %(default)s)", int)
     val_split: float | None = _setting(None, "share of training images held out for validation (default: the "
                                        "recipe's, 0.1; keras: 0 = train on all 60,000 like the seed)", float,
@@ -180,6 +189,10 @@ class TrainConfig:
                                 f"got {self.resize_from}")
         if self.resize_until is not None and not 0 < self.resize_until <= 1:
             raise ConvlensError(f"--resize-until is a share of the epochs in (0, 1], got {self.resize_until}")
+        if self.select is not None and not 0 < self.select <= 1:
+            raise ConvlensError(f"--select is a share of the training images in (0, 1] (1: off), got {self.select}")
+        if self.select_power is not None and not 0 <= self.select_power <= 10:
+            raise ConvlensError(f"--select-power is a power in [0, 10], got {self.select_power}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ConvlensError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.limit < 0:
@@ -282,7 +295,7 @@ def _apply(r: Recipe, c: TrainConfig) -> Recipe:
 
 # Settings a config may give to replace its recipe's (batch_size and lr: also when given as 0, as before).
 OVERRIDES = ("label_smoothing", "val_split", "optimizer", "weight_decay", "ema", "crop", "crop_pad", "flip", "erase",
-             "resize_from", "resize_until")
+             "resize_from", "resize_until", "select", "select_power")
 
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}

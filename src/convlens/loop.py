@@ -5,9 +5,10 @@
       validate, keep the best weights, checkpoint
 
 Around it, in small named pieces: the optimizer and schedule (one-cycle or constant), the
-augmentation of each batch (augment.py), the moving average of the weights (ema.py), the
-input normalisation folded into the first layer afterwards, checkpoints (checkpoint.py),
-Ctrl-C (stop after the current step), and DistributedDataParallel (distributed.py).
+images each epoch trains on (selection.py), the augmentation of each batch (augment.py), the
+moving average of the weights (ema.py), the input normalisation folded into the first layer
+afterwards, checkpoints (checkpoint.py), Ctrl-C (stop after the current step), and
+DistributedDataParallel (distributed.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .engine import autocast, channel_stats, device_of, drain, loss_and_accuracy
 from .errors import RunError
 from .models import ConvNet
 from .resizing import resized, training_size
+from .selection import Selection
 from .warmup import warm_up
 
 # Normalisation statistics of a streamed image folder: from this many images, seeded (exact below it).
@@ -173,7 +175,7 @@ def fit(model: ConvNet, data: Dataset, config: TrainConfig, precision: torch.dty
                     loop.opt.step()
                     loop.average()
                     loop.schedule()                                                        # 5. schedule
-                    loop.log(logits, loss, y)                                              # 6. log
+                    loop.log(logits, loss, y, idx)                                         # 6. log
                     if on_step:
                         on_step(p.step_in_epoch, loop.steps_per_epoch, StepLogs(loop))
                     stopping = loop.stop_asked(stop)
@@ -244,11 +246,8 @@ class _Loop:
         self.x_train, self.y_train = on_device(data.train_x, self.device), data.train_y.to(self.device)
         self.stats = input_stats(model, data, config)
         self.norm = normalizer(*self.stats, self.device) if self.stats is not None else None
-        n, bs = len(self.y_train), self.r.batch_size
-        # Several processes: whole batches only (a short last batch could leave a rank with no image).
-        self.n_used = n - n % bs if cluster.active and n >= bs else n
-        self.steps_per_epoch = math.ceil(self.n_used / bs)
-        self.total = config.epochs * self.steps_per_epoch
+        self.selection = Selection(len(self.y_train), self.r.select, self.r.select_power, self.device, cluster.world)
+        self.total = sum(self.steps_in(epoch) for epoch in range(1, config.epochs + 1))
         self.opt = optimizer_for(model, self.r, self.device)
         self.ema = WeightAverage(model, self.r.ema) if self.r.ema else None
         self.gen = torch.Generator(device="cpu").manual_seed(config.seed)
@@ -264,7 +263,8 @@ class _Loop:
         """A GPU's first-step costs paid on a copy before the clock starts, and counted apart (warmup.py)."""
         if self.device.type in WARM_UP_DEVICES:
             bs, c = self.r.batch_size, self.cluster
-            shares = {len(range(c.rank, n, c.world)) for n in (bs, self.n_used % bs or bs)}   # this process's
+            last = {self.used_in(epoch) % bs or bs for epoch in range(self.p.epoch, self.config.epochs + 1)}
+            shares = {len(range(c.rank, n, c.world)) for n in {bs, *last}}   # this process's
             sizes = {self.training_size(epoch) for epoch in range(self.p.epoch, self.config.epochs + 1)}
             self.p.warmup_s += warm_up(self.model, lambda twin: optimizer_for(twin, self.r, self.device),
                                        self.blank_inputs, [(n, size) for n in sorted(shares) for size in sorted(sizes)],
@@ -276,6 +276,25 @@ class _Loop:
         n, size = shape
         blank = torch.zeros((n, *self.model.input_shape), dtype=torch.uint8, device=self.device)
         return self.model_input(blank, torch.Generator().manual_seed(0), size=size)
+
+    def used_in(self, epoch: int) -> int:
+        """The images epoch `epoch` trains on: all, or a share under selective training; several processes
+        take whole batches only (a short last batch could leave a rank with no image)."""
+        n, bs = self.selection.size(epoch), self.r.batch_size
+        return n - n % bs if self.cluster.active and n >= bs else n
+
+    def steps_in(self, epoch: int) -> int:
+        return math.ceil(self.used_in(epoch) / self.r.batch_size)
+
+    @property
+    def n_used(self) -> int:
+        """The images the epoch in progress trains on."""
+        return self.used_in(self.p.epoch)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """The optimizer steps of the epoch in progress."""
+        return self.steps_in(self.p.epoch)
 
     def training_size(self, epoch: int) -> tuple[int, int]:
         """The (height, width) of epoch `epoch`'s training images (smaller early on under progressive resizing)."""
@@ -290,9 +309,18 @@ class _Loop:
             self.ema.load_state_dict(ckpt.ema)
         self.p, self.best_state = ckpt.progress, ckpt.best
         self.p.interrupted, self.p.stopped_at = False, None
-        if ckpt.perm is not None and len(ckpt.perm) != len(self.y_train):
+        if self.selection.active:
+            if ckpt.losses is None:
+                raise RunError(f"{ckpt.path}: the run trains selectively but the checkpoint has no image losses")
+            try:
+                self.selection.load(ckpt.losses, str(ckpt.path))
+            except ValueError as e:
+                raise RunError(str(e)) from None
+        n, taken = len(self.y_train), self.selection.size(self.p.epoch)
+        if ckpt.perm is not None and (len(ckpt.perm) != taken or int(ckpt.perm.max()) >= n):
             raise RunError(f"{ckpt.path}: its data order is for {len(ckpt.perm):,} training images, the data now has "
-                           f"{len(self.y_train):,}: resume with the data the run was trained on")
+                           f"{n:,}" + (f" (this epoch takes {taken:,})" if taken < n else "")
+                           + ": resume with the data the run was trained on")
         self.perm = ckpt.perm.to(self.device) if ckpt.perm is not None else None
         if self.cluster.main:           # the sums of every rank so far (gather_sums): counted once
             self.loss_sum.copy_(ckpt.sums[0]), self.correct.copy_(ckpt.sums[1])
@@ -303,7 +331,7 @@ class _Loop:
     def epoch_batches(self):
         """(indices, uint8 images) of each remaining step of the epoch (a new order at its start)."""
         if self.p.step_in_epoch == 0:
-            self.perm = torch.randperm(len(self.y_train), generator=self.gen).to(self.device)
+            self.perm = self.selection.order(self.p.epoch, self.gen).to(self.device)
             self.loss_sum.zero_(), self.correct.zero_()
         bs, c = self.r.batch_size, self.cluster
         order = [self.perm[i:i + bs][c.rank::c.world]     # (all of a batch in one process)
@@ -343,10 +371,16 @@ class _Loop:
         for g in self.opt.param_groups:
             g["lr"] = lr_at(self.p.step, self.total, self.r)
 
-    def log(self, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> None:
-        # Logged loss is plain cross-entropy, comparable with val_loss (the smoothed one is not).
-        self.loss_sum += (F.cross_entropy(logits.detach().float(), y, reduction="sum") if self.r.label_smoothing
-                          else loss.detach() * len(y))
+    def log(self, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
+        # Logged loss is plain cross-entropy, comparable with val_loss (the smoothed one is not); under selective
+        # training each image's is kept, to choose the next epochs' images.
+        if self.selection.active:
+            each = F.cross_entropy(logits.detach().float(), y, reduction="none")
+            self.selection.record(idx, each)
+            self.loss_sum += each.sum()
+        else:
+            self.loss_sum += (F.cross_entropy(logits.detach().float(), y, reduction="sum") if self.r.label_smoothing
+                              else loss.detach() * len(y))
         self.correct += (logits.detach().argmax(1) == y).sum()
 
     def checkpoint_due(self, stopping: bool) -> bool:
@@ -355,8 +389,10 @@ class _Loop:
         return self.p.step_in_epoch < self.steps_per_epoch and (stopping or (every and self.p.step % every == 0))
 
     def gather_sums(self) -> None:
-        """The epoch's running sums of every rank, on rank 0 (the others start again from zero)."""
+        """The epoch's running sums of every rank, on rank 0 (the others start again from zero); under selective
+        training every rank takes the image losses all of them recorded."""
         all_sum(self.cluster, self.loss_sum, self.correct)
+        self.selection.merge(lambda *t: all_sum(self.cluster, *t))
         if not self.cluster.main:
             self.loss_sum.zero_(), self.correct.zero_()
 
@@ -367,7 +403,8 @@ class _Loop:
         if self.run_dir is not None and self.cluster.main:
             save_checkpoint(self.run_dir, p, self.model, self.opt, self.gen, self.perm if p.step_in_epoch else None,
                             (self.loss_sum, self.correct), self.best_state,
-                            self.ema.state_dict() if self.ema is not None else None)
+                            self.ema.state_dict() if self.ema is not None else None,
+                            self.selection.losses if self.selection.active else None)
 
     def end_epoch(self) -> dict:
         """The finished epoch's record: training sums, validation, the best epoch so far; then a checkpoint."""
@@ -376,6 +413,8 @@ class _Loop:
         record = {"epoch": p.epoch, "loss": self.loss_sum.item() / self.n_used,
                   "accuracy": self.correct.item() / self.n_used, "lr": lr_at(p.step - 1, self.total, self.r),
                   "time_s": round(p.epoch_time_s, 3)}
+        if self.selection.active:           # the images the training figures are of: the epoch's share
+            record["images"] = self.n_used
         if len(data.val_y):
             record["val_loss"], record["val_accuracy"] = loss_and_accuracy(
                 predict_logits(self.evaluated, data.val_x, precision=self.precision, norm=self.norm), data.val_y)
