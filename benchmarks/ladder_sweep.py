@@ -123,6 +123,23 @@ GROUPS = {
     # ~2,000 steps, 2.4 epochs, for ~1,000). Side by side on 1 thread each, against ladder-longer-s0's 95.10 %.
     "s19": [("s19-warmup0.05", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "warmup": 0.05}),
             ("s19-ema0.9995", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "ema": 0.9995})],
+    # Selective training (selection.py, Jiang et al. 2019's stale selective backprop): after a full first epoch, each
+    # epoch takes a share of the images drawn towards the highest last losses (power 1), with the epochs that cost
+    # what the longer rung's 18 full ones do (1 + 17 / share). 1 thread each, side by side. Both were run with a
+    # prototype of the same draws patched onto the loop; the module reproduces its validation curve exactly.
+    "s20": [("s20-select0.5-e35", {"model": "resnet-cpu", "recipe": "strong", "epochs": 35, "select": 0.5}),
+            ("s20-select0.7-e25", {"model": "resnet-cpu", "recipe": "strong", "epochs": 25, "select": 0.7})],
+    # The same at the Pareto front's budgets (s14's runs, 2 threads, one after another): 2x seed-bn 8 epochs; 5x
+    # seed-bn with crops and flips 20 epochs; the half-width residual network's 7 epochs of the strong recipe.
+    "s21": [("s21-seedbn-select0.5-e15", {"model": "seed-bn", "recipe": "fast", "epochs": 15, "select": 0.5}),
+            ("s21-seedbn-aug-select0.5-e39", {"model": "seed-bn", "recipe": "fast", "epochs": 39, **AUG,
+                                              "select": 0.5}),
+            ("s21-tiny-strong-select0.5-e13", {"model": RES_TINY, "recipe": "strong", "epochs": 13, "select": 0.5}),
+            ("s21-tiny-strong-select0.5-e5", {"model": RES_TINY, "recipe": "strong", "epochs": 5, "select": 0.5})],
+    # s20's better share at seeds 1 and 2, each on its own seed's validation split, against the recipe's runs of the
+    # same seeds and splits (ladder-longer-s1, -s2: 95.32 and 94.72 %). 1 thread each, side by side.
+    "s22": [(f"s22-select0.7-e25-s{seed}", {"model": "resnet-cpu", "recipe": "strong", "epochs": 25, "select": 0.7,
+                                            "seed": seed}) for seed in (1, 2)],
     # Not run: the strong recipe and its neighbours at 30 epochs (30 epochs do not fit the 20× budget).
     "full": [("full-strong-e30", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30}),
              ("full-strong-e30-erase", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30, "erase": 0.25}),
