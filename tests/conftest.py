@@ -91,6 +91,15 @@ def run_cli(*args, cwd=None, env=None, timeout=300):
     return p.returncode, p.stdout, p.stderr
 
 
+def train_is_refused(tmp_path: Path, data_dir, flags: list[str], fragment: str) -> None:
+    """`convlens train FLAGS` (2 epochs on data_dir) fails with one line that says `fragment`, before any run
+    folder is made."""
+    runs = tmp_path / "runs"
+    rc, _, err = run_cli("train", "--data-dir", data_dir, "--runs-dir", runs, "--epochs", "2", *flags, cwd=tmp_path)
+    assert rc != 0 and fragment in err and len(err.strip().splitlines()) == 1, err
+    assert not runs.exists() or not any(runs.iterdir())
+
+
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory, small_data_dir):
     """A seed-model run trained for 2 epochs on the 3,000-image real subset (a few seconds)."""

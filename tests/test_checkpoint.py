@@ -41,6 +41,28 @@ def metrics_without_times(run_dir: Path) -> list[dict]:
             for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def stop_at_step(n: int):
+    """An on_step callback that sends this process a Ctrl-C at its n-th step (counted across epochs)."""
+    steps = []
+
+    def on_step(done, total, logs):
+        steps.append(done)
+        if len(steps) == n:
+            os.kill(os.getpid(), signal.SIGINT)
+    return on_step
+
+
+def resumes_exactly(make_config, data, stop_at: int) -> None:
+    """A run stopped by Ctrl-C at step `stop_at`, then resumed, ends with the weights and the epoch records of one
+    that never stopped. make_config(name) -> the TrainConfig of a run called name."""
+    whole = train(make_config("whole"), data=data)
+    cut = train(make_config("cut"), data=data, on_step=stop_at_step(stop_at))
+    assert cut.results["interrupted"]
+    done = resume(cut.path, data=data)
+    assert same_weights(whole.path, done.path)
+    assert metrics_without_times(whole.path) == metrics_without_times(done.path)
+
+
 def config(tmp_path, name, **kw) -> TrainConfig:
     return TrainConfig(**{"model": TINY, "epochs": 3, "runs_dir": str(tmp_path), "name": name,
                           "deterministic": True, "checkpoint_every": 5, **kw})

@@ -2,15 +2,13 @@
 small images first, validates on full-size ones, records the setting, resumes at the same sizes and is
 refused cleanly for a network that cannot take other sizes."""
 
-import os
-import signal
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from conftest import run_cli
-from test_checkpoint import metrics_without_times, same_weights
+from conftest import train_is_refused
+from test_checkpoint import resumes_exactly
 from test_train import synthetic
 
 from convlens import TrainConfig, train
@@ -18,7 +16,6 @@ from convlens import loop as loop_module
 from convlens.errors import ConvlensError
 from convlens.progress import technique_text
 from convlens.resizing import resized, side_at, training_size
-from convlens.train import resume
 
 GAP = "conv8same-bn-conv16s2-bn-conv16s2-bn-gap-dense2"          # takes any size
 FLAT = "conv8-pool-flatten-dense16-dense2"          # does not
@@ -86,11 +83,7 @@ def test_the_setting_is_recorded_said_and_given_back_as_flags(tmp_path):
     (["--resize-from", "0.3", "--model", "conv8-conv8-conv8-conv8-gap-dense10"], "too small"),
 ])
 def test_impossible_resizing_is_refused_in_one_line_before_a_run_is_made(tmp_path, small_data_dir, flags, fragment):
-    runs = tmp_path / "runs"
-    rc, _, err = run_cli("train", "--data-dir", small_data_dir, "--runs-dir", runs, "--epochs", "2", *flags,
-                         cwd=tmp_path)
-    assert rc != 0 and fragment in err and len(err.strip().splitlines()) == 1, err
-    assert not runs.exists() or not any(runs.iterdir())
+    train_is_refused(tmp_path, small_data_dir, flags, fragment)
 
 
 def test_a_network_that_flattens_is_refused_in_process(tmp_path):
@@ -100,19 +93,8 @@ def test_a_network_that_flattens_is_refused_in_process(tmp_path):
 
 
 def test_a_resumed_run_trains_at_the_sizes_an_uninterrupted_one_did(tmp_path):
-    data = synthetic(512)                       # 8 steps an epoch: stopped in epoch 2, at 20×20
-    whole = train(config(tmp_path, "whole", checkpoint_every=3), data=data)
-    steps = []
-
-    def on_step(done, total, logs):
-        steps.append(done)
-        if len(steps) == 11:
-            os.kill(os.getpid(), signal.SIGINT)
-    cut = train(config(tmp_path, "cut", checkpoint_every=3), data=data, on_step=on_step)
-    assert cut.results["interrupted"]
-    done = resume(tmp_path / "cut", data=data)
-    assert same_weights(whole.path, done.path)
-    assert metrics_without_times(whole.path) == metrics_without_times(done.path)
+    # 8 steps an epoch: stopped in epoch 2, at 20×20
+    resumes_exactly(lambda name: config(tmp_path, name, checkpoint_every=3), synthetic(512), stop_at=11)
 
 
 def test_the_warm_up_covers_every_size_the_run_will_train_at(tmp_path, monkeypatch):

@@ -2,13 +2,11 @@
 losses, a run that takes the share's steps and anneals over them, an exact resume, the checkpoint's
 losses checked, the setting recorded and bad values refused in one line before a run is made."""
 
-import os
-import signal
 
 import pytest
 import torch
-from conftest import run_cli
-from test_checkpoint import metrics_without_times, same_weights
+from conftest import run_cli, train_is_refused
+from test_checkpoint import resumes_exactly, stop_at_step
 from test_train import synthetic
 
 from convlens import TrainConfig, train
@@ -117,19 +115,8 @@ def test_a_run_takes_the_share_of_steps_and_anneals_over_them(tmp_path, monkeypa
 
 
 def test_a_resumed_run_draws_what_an_uninterrupted_one_did(tmp_path):
-    data = synthetic(512)
-    whole = train(config(tmp_path, "whole", checkpoint_every=3), data=data)
-    steps = []
-
-    def on_step(done, total, logs):
-        steps.append(done)
-        if len(steps) == 11:                # in epoch 2, the first selective one
-            os.kill(os.getpid(), signal.SIGINT)
-    cut = train(config(tmp_path, "cut", checkpoint_every=3), data=data, on_step=on_step)
-    assert cut.results["interrupted"]
-    done = resume(tmp_path / "cut", data=data)
-    assert same_weights(whole.path, done.path)
-    assert metrics_without_times(whole.path) == metrics_without_times(done.path)
+    # 8 full steps, then 4 an epoch: stopped in epoch 2, the first selective one
+    resumes_exactly(lambda name: config(tmp_path, name, checkpoint_every=3), synthetic(512), stop_at=11)
 
 
 @pytest.mark.parametrize("damage, fragment", [
@@ -140,13 +127,7 @@ def test_a_resumed_run_draws_what_an_uninterrupted_one_did(tmp_path):
 def test_a_checkpoint_without_fitting_losses_is_refused(tmp_path, damage, fragment):
     data = synthetic(512)
 
-    steps = []
-
-    def stop(done, total, logs):
-        steps.append(done)
-        if len(steps) == 10:                # in epoch 2
-            os.kill(os.getpid(), signal.SIGINT)
-    assert train(config(tmp_path, "cut", epochs=3), data=data, on_step=stop).results["interrupted"]
+    assert train(config(tmp_path, "cut", epochs=3), data=data, on_step=stop_at_step(10)).results["interrupted"]
     for name in ("checkpoint.safetensors", "checkpoint.prev.safetensors"):
         path = tmp_path / "cut" / name
         tensors, meta = read_safetensors(path)
@@ -178,11 +159,7 @@ def test_the_command_line_says_how_many_images_each_epoch_trained_on(tmp_path, s
     (["--select", "0.5", "--select-power", "-1"], "--select-power is a power in [0, 10]"),
 ])
 def test_bad_values_are_refused_in_one_line_before_a_run_is_made(tmp_path, small_data_dir, flags, fragment):
-    runs = tmp_path / "runs"
-    rc, _, err = run_cli("train", "--data-dir", small_data_dir, "--runs-dir", runs, "--epochs", "2", *flags,
-                         cwd=tmp_path)
-    assert rc != 0 and fragment in err and len(err.strip().splitlines()) == 1, err
-    assert not runs.exists() or not any(runs.iterdir())
+    train_is_refused(tmp_path, small_data_dir, flags, fragment)
 
 
 def test_the_warm_up_covers_the_short_last_batch_of_every_epoch(tmp_path, monkeypatch):
