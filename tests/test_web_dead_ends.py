@@ -102,6 +102,21 @@ def test_changing_run_inspects_the_image_again_with_that_run(page, served):
     assert f"{a['value']:.4f}" in page.text_content("#arith")                 # the new run's arithmetic
 
 
+def settled_box(page, locator) -> dict:
+    """The locator's box once the page has stopped moving by itself: every image loaded, the fonts in, and two
+    reads 100 ms apart the same (on a loaded machine a late image or font can still shift it by a fraction of a
+    pixel after the maps are drawn; only what hovering does is under test)."""
+    page.wait_for_function("document.fonts.status === 'loaded'"
+                           " && [...document.images].every(i => !i.src || i.complete)")
+    box, deadline = locator.bounding_box(), time.monotonic() + 5
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+        box, previous = locator.bounding_box(), box
+        if box == previous:
+            break
+    return box
+
+
 def test_hovering_never_moves_the_maps_and_leaving_clears_the_panel(page):
     choose_run(page, "small")
     page.click("nav button[data-tab=inspect]")
@@ -109,7 +124,7 @@ def test_hovering_never_moves_the_maps_and_leaving_clears_the_panel(page):
     page.wait_for_selector("#layers canvas[data-layer=conv2d_2]")
     target = page.locator("#layers canvas[data-layer=conv2d_2]").nth(5)
     target.scroll_into_view_if_needed()
-    before = target.bounding_box()
+    before = settled_box(page, target)
     target.hover(position={"x": 20, "y": 20})
     page.wait_for_function("document.querySelector('#arith').textContent.includes('conv2d_2, filter 5')")
     assert target.bounding_box() == before                       # the panel beside the maps, of a fixed size
