@@ -24,6 +24,7 @@ from torch import nn
 
 from convlens import TrainConfig, train
 from convlens.datasets import training_data
+from convlens.models import PRESETS
 from convlens.residual import ResidualBlock
 
 train_module = sys.modules["convlens.train"]      # the module (the package's `train` is its function)
@@ -36,7 +37,7 @@ RES32_FIRST = "conv32same-bn-res32-res64s2-res64-res128s2-res128-gap-dense10"   
 RES64_FIRST = "conv32same-bn-res64s2-res64-res128s2-res128-gap-dense10"           # resnet-cpu in s1–s5
 POOLED_NARROW = "conv32same-bn-conv64same-pool-bn-res64-conv128same-pool-bn-res128-gap-dense10"     # 58 M mult-adds
 POOLED = "conv32same-bn-conv64same-pool-bn-res64-conv128same-pool-bn-res128-conv256same-poolsame-bn-gap-dense10"
-RES_TINY = "conv16same-bn-res16-res32s2-res32-res64s2-res64-gap-dense10"           # resnet-cpu's widths / 2
+RES_TINY = PRESETS["resnet-mini"][0]        # resnet-cpu's widths / 2 (a preset since s21; runs record its spec)
 FIRST_STRONG = {"recipe": "strong", "batch_size": 128, "lr": 2e-3, "optimizer": "adamw", "weight_decay": 0.05,
                 "erase": 0.25}   # the first guess at `strong` (it also used init torch: not a flag, see the notes)
 SCRIPT_ONLY = ("zero_residual", "warmup")     # settings this script applies itself (no flag gives them)
@@ -126,7 +127,8 @@ GROUPS = {
     # Selective training (selection.py, Jiang et al. 2019's stale selective backprop): after a full first epoch, each
     # epoch takes a share of the images drawn towards the highest last losses (power 1), with the epochs that cost
     # what the longer rung's 18 full ones do (1 + 17 / share). 1 thread each, side by side. Both were run with a
-    # prototype of the same draws patched onto the loop; the module reproduces its validation curve exactly.
+    # prototype of the same draws patched onto the loop; the module gave the prototype's validation figures exactly
+    # on a 4-epoch check (seed-bn, 3,000 images), not on these runs themselves.
     "s20": [("s20-select0.5-e35", {"model": "resnet-cpu", "recipe": "strong", "epochs": 35, "select": 0.5}),
             ("s20-select0.7-e25", {"model": "resnet-cpu", "recipe": "strong", "epochs": 25, "select": 0.7})],
     # The same at the Pareto front's budgets (s14's runs, 2 threads, one after another): 2x seed-bn 8 epochs; 5x

@@ -49,7 +49,7 @@ class Recipe:
     resize_from: float = 1.0   # progressive resizing (resizing.py): the first epoch's training images at this
     resize_until: float = 0.7  # share of their side, growing to full size at this share of the epochs (1: off)
     select: float = 1.0        # selective training (selection.py): every epoch after the first trains on this share
-    select_power: float = 1.0  # of the images, drawn by the rank of their last loss to this power (1: off)
+    select_power: float = 1.0  # of the images (1: off), drawn by the rank of their last loss to this power
 
 
 RECIPES = {
@@ -121,7 +121,8 @@ class TrainConfig:
                                           optional=True, metavar="SHARE")
     select: float | None = _setting(None, "selective training: every epoch after the first trains on this share "
                                     "of the images, drawn mostly from those with the highest loss when last seen; "
-                                    "such an epoch costs that share of a full one (1: off; default: the recipe's)",
+                                    "such an epoch costs about that share of a full one (1: off; default: the "
+                                    "recipe's)",
                                     float, optional=True, metavar="SHARE")
     select_power: float | None = _setting(None, "how hard --select keeps to the hardest images: each is drawn with "
                                           "weight (rank of its loss / images) to this power; 0 draws uniformly "

@@ -310,12 +310,7 @@ class _Loop:
         self.p, self.best_state = ckpt.progress, ckpt.best
         self.p.interrupted, self.p.stopped_at = False, None
         if self.selection.active:
-            if ckpt.losses is None:
-                raise RunError(f"{ckpt.path}: the run trains selectively but the checkpoint has no image losses")
-            try:
-                self.selection.load(ckpt.losses, str(ckpt.path))
-            except ValueError as e:
-                raise RunError(str(e)) from None
+            self.selection.load(ckpt.losses, str(ckpt.path))
         n, taken = len(self.y_train), self.selection.size(self.p.epoch)
         if ckpt.perm is not None and (len(ckpt.perm) != taken or int(ckpt.perm.max()) >= n):
             raise RunError(f"{ckpt.path}: its data order is for {len(ckpt.perm):,} training images, the data now has "

@@ -26,6 +26,8 @@ from typing import Callable
 
 import torch
 
+from .errors import RunError
+
 UNSEEN = float("inf")     # the loss of an image not trained on yet: ranked hardest
 
 
@@ -78,9 +80,11 @@ class Selection:
         self.losses = torch.where(written > 0, values, self.losses)
         values.zero_(), written.zero_()
 
-    def load(self, losses: torch.Tensor, source: str) -> None:
-        """Take a checkpoint's losses; ValueError when they are for another number of images."""
+    def load(self, losses: torch.Tensor | None, source: str) -> None:
+        """Take a checkpoint's losses; RunError when it has none or they are for another number of images."""
+        if losses is None:
+            raise RunError(f"{source}: the run trains selectively but the checkpoint has no image losses")
         if losses.shape != (self.n,):
-            raise ValueError(f"{source}: its image losses are for {losses.numel():,} training images, the data now "
-                             f"has {self.n:,}: resume with the data the run was trained on")
+            raise RunError(f"{source}: its image losses are for {losses.numel():,} training images, the data now "
+                           f"has {self.n:,}: resume with the data the run was trained on")
         self.losses = losses.to(self.losses)
