@@ -37,6 +37,8 @@ RES32_FIRST = "conv32same-bn-res32-res64s2-res64-res128s2-res128-gap-dense10"   
 RES64_FIRST = "conv32same-bn-res64s2-res64-res128s2-res128-gap-dense10"           # resnet-cpu in s1–s5
 POOLED_NARROW = "conv32same-bn-conv64same-pool-bn-res64-conv128same-pool-bn-res128-gap-dense10"     # 58 M mult-adds
 POOLED = "conv32same-bn-conv64same-pool-bn-res64-conv128same-pool-bn-res128-conv256same-poolsame-bn-gap-dense10"
+RES32_TWICE = "conv32same-bn-res32-res32-res64s2-res64-res128s2-gap-dense10"   # resnet-cpu's last block moved to 28×28
+RES128_THRICE = "conv32same-bn-res32-res64s2-res64-res128s2-res128-res128-gap-dense10"   # a third block at 7×7
 RES_TINY = PRESETS["resnet-mini"][0]        # resnet-cpu's widths / 2 (a preset since s21; runs record its spec)
 FIRST_STRONG = {"recipe": "strong", "batch_size": 128, "lr": 2e-3, "optimizer": "adamw", "weight_decay": 0.05,
                 "erase": 0.25}   # the first guess at `strong` (it also used init torch: not a flag, see the notes)
@@ -142,6 +144,17 @@ GROUPS = {
     # same seeds and splits (ladder-longer-s1, -s2: 95.32 and 94.72 %). 1 thread each, side by side.
     "s22": [(f"s22-select0.7-e25-s{seed}", {"model": "resnet-cpu", "recipe": "strong", "epochs": 25, "select": 0.7,
                                             "seed": seed}) for seed in (1, 2)],
+    # A second residual block at full resolution in place of the last one at 7×7 (the same multiply-adds, 4 % more
+    # time an epoch on the 2-core Xeon with AMX): dropping the 28×28 stage cost 0.5 points (s6), so is more there
+    # worth more? 17 epochs, what costs the recipe's 18; seeds 0 and 1, 1 thread each, side by side, against
+    # ladder-longer-s0 and -s1 (95.10, 95.32 %).
+    "s23": [(f"s23-res32twice-e17-s{seed}", {"model": RES32_TWICE, "recipe": "strong", "epochs": 17, "seed": seed})
+            for seed in (0, 1)],
+    # The other way: a third block at 7×7, where this CPU's convolutions run fastest (+22 % multiply-adds, +14 % time
+    # an epoch), 16 epochs for the recipe's 18; beside the recipe itself on this machine (s23 compared with runs
+    # from the EPYC), seed 0, 1 thread each, side by side.
+    "s24": [("s24-recipe-e18-s0", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18}),
+            ("s24-res128thrice-e16-s0", {"model": RES128_THRICE, "recipe": "strong", "epochs": 16})],
     # Not run: the strong recipe and its neighbours at 30 epochs (30 epochs do not fit the 20× budget).
     "full": [("full-strong-e30", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30}),
              ("full-strong-e30-erase", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30, "erase": 0.25}),

@@ -10,10 +10,11 @@
 R=${RUNS:-/tmp/strong-runs}
 PY=${PY:-python3}
 EPOCHS=${EPOCHS:-18}
+MODEL=${MODEL:-resnet-cpu}  # or a spec chosen on validation (LADDER_SWEEP.md s23: RES32_TWICE)
 FLAGS=${FLAGS:-}          # settings beside the recipe's, e.g. "--lr 6e-3" (chosen on validation: LADDER_SWEEP.md s11)
 source "$(dirname "$0")/sitting.sh"     # set -eu, the timer, the two default runs
 for s in 0 1 2; do
-  t strong-all-s$s $CL train --model resnet-cpu --recipe strong --val-split 0 --epochs "$EPOCHS" --seed $s \
+  t strong-all-s$s $CL train --model "$MODEL" --recipe strong --val-split 0 --epochs "$EPOCHS" --seed $s \
       --runs-dir "$R" --name strong-all-s$s $FLAGS
 done
 echo "END $(date -u +%FT%TZ)"
