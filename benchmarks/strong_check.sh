@@ -10,7 +10,7 @@
 R=${RUNS:-/tmp/strong-runs}
 PY=${PY:-python3}
 EPOCHS=${EPOCHS:-18}
-MODEL=${MODEL:-resnet-cpu}  # or a spec chosen on validation (LADDER_SWEEP.md s23: RES32_TWICE)
+MODEL=${MODEL:-resnet-cpu}  # or a spec chosen on validation (LADDER_SWEEP.md s24: RES128_THRICE, tested in LADDER.md's sixth sitting)
 FLAGS=${FLAGS:-}          # settings beside the recipe's, e.g. "--lr 6e-3" (chosen on validation: LADDER_SWEEP.md s11)
 source "$(dirname "$0")/sitting.sh"     # set -eu, the timer, the two default runs
 for s in 0 1 2; do

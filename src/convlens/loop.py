@@ -369,13 +369,13 @@ class _Loop:
     def log(self, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
         # Logged loss is plain cross-entropy, comparable with val_loss (the smoothed one is not); under selective
         # training each image's is kept, to choose the next epochs' images.
-        if self.selection.active:
+        if self.r.label_smoothing or self.selection.active:
             each = F.cross_entropy(logits.detach().float(), y, reduction="none")
-            self.selection.record(idx, each)
+            if self.selection.active:
+                self.selection.record(idx, each)
             self.loss_sum += each.sum()
         else:
-            self.loss_sum += (F.cross_entropy(logits.detach().float(), y, reduction="sum") if self.r.label_smoothing
-                              else loss.detach() * len(y))
+            self.loss_sum += loss.detach() * len(y)
         self.correct += (logits.detach().argmax(1) == y).sum()
 
     def checkpoint_due(self, stopping: bool) -> bool:

@@ -37,8 +37,9 @@ class Selection:
     def __init__(self, n: int, share: float, power: float, device: torch.device, ranks: int = 1):
         self.n, self.share, self.power = n, share, power
         self.losses = torch.full((n,), UNSEEN, device=device)
-        # Several processes each see their share of every batch: what each wrote since the last merge.
-        self.fresh = (torch.zeros(n, device=device), torch.zeros(n, device=device)) if ranks > 1 else None
+        # Several processes each see their share of every batch: what each wrote since the last merge (none to keep,
+        # and nothing to merge at every checkpoint, when selection is off).
+        self.fresh = (torch.zeros(n, device=device), torch.zeros(n, device=device)) if ranks > 1 and share < 1 else None
 
     @property
     def active(self) -> bool:
