@@ -155,6 +155,11 @@ GROUPS = {
     # from the EPYC), seed 0, 1 thread each, side by side.
     "s24": [("s24-recipe-e18-s0", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18}),
             ("s24-res128thrice-e16-s0", {"model": RES128_THRICE, "recipe": "strong", "epochs": 16})],
+    # Alternating flip (Jordan 2024): each image mirrored in every other epoch, a coin deciding only the first, in place
+    # of a fresh coin each epoch; the same cost. Seeds 0 and 1, 1 thread each, side by side, against s24-recipe-e18-s0
+    # (this Xeon, 94.77 %) and ladder-longer-s1 (the EPYC, 95.32 %).
+    "s25": [(f"s25-altflip-e18-s{seed}", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18,
+                                          "flip_order": "alternate", "seed": seed}) for seed in (0, 1)],
     # Not run: the strong recipe and its neighbours at 30 epochs (30 epochs do not fit the 20× budget).
     "full": [("full-strong-e30", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30}),
              ("full-strong-e30-erase", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30, "erase": 0.25}),

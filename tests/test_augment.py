@@ -3,7 +3,8 @@ drawn from the run's generator alone."""
 
 import torch
 
-from convlens.augment import augment, erase_boxes, random_crop, random_erase, random_flip
+from convlens.augment import (alternating, augment, erase_boxes, flip_parity, random_crop, random_erase,
+                              random_flip)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -112,3 +113,28 @@ def test_the_ranks_shares_of_a_batch_draw_what_one_process_draws():
     # drawn for its own images only (as before), rank 1's share would copy rank 0's draws image for image
     naive = [augment(x[r::2][:31], gen(7), **settings) for r in (0, 1)]
     assert not torch.equal(naive[1], one[1::2][:31])
+
+
+def test_alternating_flip_shows_each_image_both_ways_every_two_epochs():
+    parity = flip_parity(4000, 0.5, seed=3)
+    assert torch.equal(parity, flip_parity(4000, 0.5, seed=3))                # the run's seed alone decides it
+    assert not torch.equal(parity, flip_parity(4000, 0.5, seed=4))
+    assert 0.47 < parity.float().mean() < 0.53 and 0.17 < flip_parity(4000, 0.2, seed=3).float().mean() < 0.23
+    epochs = [alternating(parity, epoch) for epoch in (1, 2, 3, 4)]
+    assert torch.equal(epochs[0], parity) and torch.equal(epochs[2], parity)
+    assert torch.equal(epochs[1], ~parity) and torch.equal(epochs[3], ~parity)
+    # fresh coins, by contrast, show about half the images one way only in two epochs
+    coins = [torch.rand(4000, generator=gen(e)) < 0.5 for e in (1, 2)]
+    assert 0.47 < (coins[0] == coins[1]).float().mean() < 0.53
+
+
+def test_augment_mirrors_the_images_it_is_told_to_and_draws_no_coin_for_them():
+    x, mirror = images(64), alternating(flip_parity(64, 0.5, seed=5), 2)
+    g = gen(7)
+    out = augment(x, g, flip=0.5, mirror=mirror)
+    assert torch.equal(g.get_state(), gen(7).get_state())                   # nothing drawn
+    for image, before, mirrored in zip(out, x, mirror):
+        assert torch.equal(image, before.flip(2) if mirrored else before)
+    cropped = random_crop(x, 2, 1.0, gen(7))                                 # a crop still draws what it drew
+    both = augment(x, gen(7), crop=1.0, crop_pad=2, flip=0.5, mirror=mirror)
+    assert torch.equal(both, torch.where(mirror.view(-1, 1, 1, 1), cropped.flip(3), cropped))

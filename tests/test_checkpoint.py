@@ -393,3 +393,10 @@ def test_resume_from_the_command_line_checks_its_input(tmp_path):
         assert rc == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
     with pytest.raises(ConvlensError):
         resume("done", runs)
+
+
+def test_an_alternating_flip_run_resumes_exactly(tmp_path):
+    """The images' first-epoch flips come from the run's seed, not its checkpoint: a run stopped mid-epoch 3
+    resumes mirroring each image the way the uninterrupted run did."""
+    resumes_exactly(lambda name: config(tmp_path, name, batch_size=32, flip=0.5, flip_order="alternate"),
+                    synthetic(), stop_at=8 * 2 + 3)

@@ -34,7 +34,8 @@ def test_every_train_flag_is_a_field_and_every_field_a_flag():
 
 
 CONFIGS = [TrainConfig(), TrainConfig(model="conv32k5-pool-flatten-dense10", epochs=12, lr=0.002, label_smoothing=0.0,
-                                      val_split=0.2, recipe="keras", seed=7, deterministic=True, name="x"),
+                                      val_split=0.2, recipe="keras", seed=7, deterministic=True, name="x", flip=0.5,
+                                      flip_order="alternate"),
            TrainConfig(dataset="folder:/tmp/some where", image_size="48x64", channels=3, stream=True, early_stopping=3,
                        checkpoint_every=50, tensorboard=True, compile=True, device="cpu", precision="fp32", threads=2,
                        runs_dir="elsewhere", data_dir="/data", batch_size=16)]

@@ -14,6 +14,7 @@ from convlens.errors import ConvlensError, DataError
 from convlens.inspect import activations
 from convlens.loop import lr_at
 from convlens.probe import probe_epochs, read_snapshot
+from convlens.progress import technique_text
 
 
 def synthetic(n=512, seed=0) -> Dataset:
@@ -172,3 +173,35 @@ def test_folded_normalisation_computes_the_same_function(spec):
     fold_normalization(model, mean.double(), std.double())
     assert torch.allclose(model(x), expected, atol=1e-9)
     assert not can_fold_normalization(build_model("conv8p1-flatten-dense10"))
+
+
+def test_alternating_flip_mirrors_each_training_image_the_other_way_each_epoch(tmp_path, monkeypatch):
+    """--flip-order alternate in a real run: epoch 1 mirrors about half the images, each later epoch every image
+    the other way from the one before, and the run's resume picks up the same order (test_checkpoint)."""
+    import convlens.loop as loop
+    mirrored, batch = {}, {}                         # image index -> mirrored in epoch 1, 2, 3; the step's indices
+    real_inputs, real_augment = loop._Loop.inputs, loop.augment
+
+    def inputs(self, idx, x_u8):
+        batch.update(idx=idx.tolist(), epoch=self.p.epoch)
+        return real_inputs(self, idx, x_u8)
+
+    def augment(x, *args, **kw):
+        out = real_augment(x, *args, **kw)
+        for i, before, after in zip(batch["idx"], x, out):
+            assert torch.equal(after, before.flip(2)) or torch.equal(after, before)
+            mirrored.setdefault(i, []).append(not torch.equal(after, before))
+        return out
+    monkeypatch.setattr(loop._Loop, "inputs", inputs)
+    monkeypatch.setattr(loop, "augment", augment)
+    config = TrainConfig(model="conv8-pool-flatten-dense16-dense2", recipe="fast", flip=0.5, flip_order="alternate",
+                         epochs=3, batch_size=32, val_split=0.0, runs_dir=str(tmp_path), name="alt")
+    run = train(config, data=synthetic())
+    assert run.config.settings.flip_order == "alternate" and "flip 0.5 alternating" in technique_text(config.settings)
+    assert len(mirrored) == 256 and all(len(m) == 3 for m in mirrored.values())
+    assert all(m[1] == (not m[0]) and m[2] == m[0] for m in mirrored.values())
+    assert 0.35 < sum(m[0] for m in mirrored.values()) / 256 < 0.65
+    with pytest.raises(ConvlensError, match="--flip-order alternate orders the flips: it needs --flip > 0"):
+        TrainConfig(flip_order="alternate")
+    with pytest.raises(ConvlensError, match="--flip-order must be one of random, alternate"):
+        TrainConfig(flip=0.5, flip_order="sometimes")

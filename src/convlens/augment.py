@@ -14,6 +14,10 @@ draws it gets in one process, and the ranks' generators stay in step.
                    the standard CIFAR crop (He et al. 2016: 4 pixels of 32); zeros are the background
                    of Fashion-MNIST
     random_flip    mirror left-right
+    alternating    mirror left-right in every other epoch: each image a random way in the first epoch,
+                   then the other way each epoch after (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds"),
+                   so every image is seen both ways in every two epochs, where fresh coins show half
+                   of them one way only
     random_erase   one rectangle of random pixels (Zhong et al., AAAI 2020, "Random Erasing Data
                    Augmentation": area s_l..s_h of the image, aspect r_1..1/r_1, random values)
 """
@@ -52,6 +56,19 @@ def random_flip(x: torch.Tensor, p: float, gen: torch.Generator, batch: int | No
     return torch.where(mirror, x.flip(3), x)
 
 
+def flip_parity(n: int, p: float, seed: int) -> torch.Tensor:
+    """(n,) bool: the images an alternating flip mirrors in the first epoch, each with probability p, drawn
+    from a generator of their own seeded with the run's seed (so a resumed run draws them again, the
+    run's data-order generator untouched)."""
+    return torch.rand(n, generator=torch.Generator().manual_seed(seed)) < p
+
+
+def alternating(parity: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Which of the images whose first-epoch parity is `parity` an alternating flip mirrors in epoch `epoch`
+    (1, 2, …): those of the parity in odd epochs, the others in even ones."""
+    return parity ^ (epoch % 2 == 0)
+
+
 def erase_boxes(b: int, h: int, w: int, area: tuple[float, float], ratio: tuple[float, float],
                 gen: torch.Generator) -> torch.Tensor:
     """(B, 4) int64 rectangles (top, left, height, width): area uniform in area[0]..area[1] of h·w, height /
@@ -85,13 +102,16 @@ def random_erase(x: torch.Tensor, p: float, area: tuple[float, float], ratio: tu
 def augment(x: torch.Tensor, gen: torch.Generator, crop: float = 0.0, crop_pad: int = 0, flip: float = 0.0,
             erase: float = 0.0, erase_area: tuple[float, float] = (0.02, 0.4),
             erase_ratio: tuple[float, float] = (0.3, 3.3), batch: int | None = None,
-            part: slice = ALL) -> torch.Tensor:
+            part: slice = ALL, mirror: torch.Tensor | None = None) -> torch.Tensor:
     """A uint8 batch (B, C, H, W) cropped, flipped and erased, in that order (erasing last, as Zhong et al.);
     an augmentation whose probability is 0 draws no random number, so adding none changes nothing.
-    batch, part: x is `part` of a batch of `batch` images (one rank's share), drawn for as a whole."""
+    batch, part: x is `part` of a batch of `batch` images (one rank's share), drawn for as a whole.
+    mirror: (B,) bool, the images to mirror (an alternating flip's), in place of drawing with `flip`."""
     if crop and crop_pad:
         x = random_crop(x, crop_pad, crop, gen, batch, part)
-    if flip:
+    if mirror is not None:
+        x = torch.where(mirror.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
+    elif flip:
         x = random_flip(x, flip, gen, batch, part)
     if erase:
         x = random_erase(x, erase, erase_area, erase_ratio, gen, batch, part)

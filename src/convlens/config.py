@@ -18,6 +18,7 @@ from .spec import parse_spec
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+FLIP_ORDERS = ("random", "alternate")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Recipe:
     crop_pad: int = 2        # uncovered border black (zero padding: Fashion-MNIST's background is black)
     flip: float = 0.0        # probability of mirroring left-right (clothes are left-right symmetric); > 0 also
                              # reports flip test-time augmentation beside the plain test accuracy
+    flip_order: str = "random"   # "random": a fresh coin for each image each epoch; "alternate": a coin in the
+                                 # first epoch, then the other way each epoch after (augment.alternating)
     erase: float = 0.0       # probability of random erasing (Zhong et al. 2020): one rectangle of random pixels,
     erase_area: tuple[float, float] = (0.02, 0.4)   # its area a share of the image, uniform in this range,
     erase_ratio: tuple[float, float] = (0.3, 3.3)   # its height / width log-uniform in this range (the paper's)
@@ -109,6 +112,10 @@ class TrainConfig:
                                     optional=True, metavar="PIXELS")
     flip: float | None = _setting(None, "probability of mirroring a training image left-right; > 0 also reports flip "
                                   "test-time augmentation (default: the recipe's)", float, optional=True, metavar="P")
+    flip_order: str | None = _setting(None, "random: a fresh coin for each training image each epoch; alternate: a "
+                                      "coin in the first epoch, then each image mirrored the other way each "
+                                      "epoch after, so it is seen both ways every two epochs (default: the "
+                                      "recipe's, random)", optional=True, choices=FLIP_ORDERS)
     erase: float | None = _setting(None, "probability of random erasing: a rectangle of 2-40 % of a training image "
                                    "replaced by random pixels (default: the recipe's)", float, optional=True,
                                    metavar="P")
@@ -179,6 +186,10 @@ class TrainConfig:
         for name in ("crop", "flip", "erase"):
             if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 1:
                 raise ConvlensError(f"--{name} is a probability in [0, 1], got {getattr(self, name)}")
+        if self.flip_order is not None and self.flip_order not in FLIP_ORDERS:
+            raise ConvlensError(f"--flip-order must be one of {', '.join(FLIP_ORDERS)}, got {self.flip_order!r}")
+        if self.settings.flip_order == "alternate" and not self.settings.flip:
+            raise ConvlensError("--flip-order alternate orders the flips: it needs --flip > 0")
         if self.crop_pad is not None and not 0 <= self.crop_pad <= MAX_CROP_PAD:
             raise ConvlensError(f"--crop-pad must be 0 to {MAX_CROP_PAD} pixels, got {self.crop_pad}")
         if self.weight_decay is not None and not 0 <= self.weight_decay < 1:
@@ -295,8 +306,8 @@ def _apply(r: Recipe, c: TrainConfig) -> Recipe:
 
 
 # Settings a config may give to replace its recipe's (batch_size and lr: also when given as 0, as before).
-OVERRIDES = ("label_smoothing", "val_split", "optimizer", "weight_decay", "ema", "crop", "crop_pad", "flip", "erase",
-             "resize_from", "resize_until", "select", "select_power")
+OVERRIDES = ("label_smoothing", "val_split", "optimizer", "weight_decay", "ema", "crop", "crop_pad", "flip",
+             "flip_order", "erase", "resize_from", "resize_until", "select", "select_power")
 
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}

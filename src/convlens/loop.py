@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from .augment import augment
+from .augment import alternating, augment, flip_parity
 from .checkpoint import Checkpoint, Progress, restore, save_checkpoint
 from .config import Recipe, TrainConfig
 from .datasets import Dataset, batches, on_device, stats_sample
@@ -251,6 +251,8 @@ class _Loop:
         self.opt = optimizer_for(model, self.r, self.device)
         self.ema = WeightAverage(model, self.r.ema) if self.r.ema else None
         self.gen = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.parity = (flip_parity(len(self.y_train), self.r.flip, config.seed).to(self.device)
+                       if self.r.flip_order == "alternate" else None)
         self.p, self.best_state, self.perm = Progress(), None, None
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -339,14 +341,16 @@ class _Loop:
         its share's draws, so several processes draw what one would)."""
         bs, c = self.r.batch_size, self.cluster
         whole = min(bs, self.n_used - self.p.step_in_epoch * bs)
-        x = self.model_input(x_u8.to(self.device), self.gen, batch=whole, part=slice(c.rank, None, c.world))
+        mirror = None if self.parity is None else alternating(self.parity[idx], self.p.epoch)
+        x = self.model_input(x_u8.to(self.device), self.gen, batch=whole, part=slice(c.rank, None, c.world),
+                             mirror=mirror)
         return x, self.y_train[idx]
 
     def model_input(self, x_u8: torch.Tensor, gen: torch.Generator, size: tuple[int, int] | None = None,
                     **share) -> torch.Tensor:
         """uint8 images on the device -> the model's input: augmented as the recipe says, drawing from `gen`
-        (augment's batch and part: this process's share of a batch), scaled and normalised, then resized to
-        `size` (default: the epoch's, smaller than the images under progressive resizing)."""
+        (augment's batch and part: this process's share of a batch; mirror: an alternating flip's), scaled and
+        normalised, then resized to `size` (default: the epoch's, smaller under progressive resizing)."""
         r = self.r
         x_u8 = augment(x_u8, gen, r.crop, r.crop_pad, r.flip, r.erase, r.erase_area, r.erase_ratio, **share)
         return resized(to_input(x_u8, self.device, self.norm), size or self.training_size(self.p.epoch))

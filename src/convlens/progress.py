@@ -33,11 +33,13 @@ def start_lines(start, resumed: bool) -> list[str]:
 
 def technique_text(s) -> str:
     """The recipe's optimizer and regularisers beyond the fast recipe's, e.g. ', adamw wd 0.05, crop 1 (±2 px),
-    flip 0.5, erase 0.25, ema 0.999, resized from 0.57 of the side, full by 70 % of the epochs, selective: 50 % of
-    the images an epoch after the first (power 1)' (s: a config.Recipe)."""
+    flip 0.5 alternating, erase 0.25, ema 0.999, resized from 0.57 of the side, full by 70 % of the epochs,
+    selective: 50 % of the images an epoch after the first (power 1)' (s: a config.Recipe)."""
     parts = [s.optimizer + (f" wd {s.weight_decay:g}" if s.weight_decay else "")] if s.optimizer != "adam" else []
     parts += [f"crop {s.crop:g} (±{s.crop_pad} px)"] if s.crop and s.crop_pad else []
-    parts += [f"{name} {getattr(s, name):g}" for name in ("flip", "erase", "ema") if getattr(s, name)]
+    alternate = " alternating" if s.flip_order == "alternate" else ""
+    parts += [f"{name} {getattr(s, name):g}" + (alternate if name == "flip" else "")
+              for name in ("flip", "erase", "ema") if getattr(s, name)]
     parts += [f"resized from {s.resize_from:.2g} of the side, full by {s.resize_until:.0%} of the epochs"
               ] if s.resize_from < 1 else []
     parts += [f"selective: {s.select:.0%} of the images an epoch after the first (power {s.select_power:g})"
