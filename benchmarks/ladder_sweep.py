@@ -42,7 +42,7 @@ RES128_THRICE = "conv32same-bn-res32-res64s2-res64-res128s2-res128-res128-gap-de
 RES_TINY = PRESETS["resnet-mini"][0]        # resnet-cpu's widths / 2 (a preset since s21; runs record its spec)
 FIRST_STRONG = {"recipe": "strong", "batch_size": 128, "lr": 2e-3, "optimizer": "adamw", "weight_decay": 0.05,
                 "erase": 0.25}   # the first guess at `strong` (it also used init torch: not a flag, see the notes)
-SCRIPT_ONLY = ("zero_residual", "warmup")     # settings this script applies itself (no flag gives them)
+SCRIPT_ONLY = ("zero_residual",)     # settings this script applies itself (no flag gives them)
 GROUPS = {
     "s1": [("s1-seed", {"model": "seed", "epochs": 5}),
            ("s1-seedbn-poolbn", {"model": BN_AFTER_POOL, "epochs": 5}),
@@ -189,8 +189,6 @@ def zero_residual_init(on: bool):
 def run(name: str, settings: dict, runs_dir: str, threads: int, data_dir: str | None, out: Path) -> dict:
     config = TrainConfig(**{"recipe": "fast", **{k: v for k, v in settings.items() if k not in SCRIPT_ONLY}},
                          runs_dir=runs_dir, name=name, threads=threads, data_dir=data_dir)
-    if "warmup" in settings:      # the recipe's warm-up share has no flag: set on the config's settings here
-        object.__setattr__(config, "_settings", replace(config.settings, warmup=settings["warmup"]))
     data = training_data(config)
     data = replace(data, test_x=data.val_x, test_y=data.val_y)       # never the test set
     t0 = time.perf_counter()

@@ -38,7 +38,7 @@ CONFIGS = [TrainConfig(), TrainConfig(model="conv32k5-pool-flatten-dense10", epo
                                       flip_order="alternate"),
            TrainConfig(dataset="folder:/tmp/some where", image_size="48x64", channels=3, stream=True, early_stopping=3,
                        checkpoint_every=50, tensorboard=True, compile=True, device="cpu", precision="fp32", threads=2,
-                       runs_dir="elsewhere", data_dir="/data", batch_size=16)]
+                       runs_dir="elsewhere", data_dir="/data", batch_size=16, warmup=0.05)]
 
 
 @pytest.mark.parametrize("config", CONFIGS)

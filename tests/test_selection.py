@@ -14,7 +14,7 @@ from convlens import loop as loop_module
 from convlens.checkpoint import LATEST, read_checkpoint
 from convlens.errors import RunError
 from convlens.files import read_safetensors, save_safetensors
-from convlens.loop import lr_at
+from convlens.schedule import lr_at
 from convlens.models import build_model
 from convlens.progress import technique_text
 from convlens.selection import Selection

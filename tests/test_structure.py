@@ -18,8 +18,8 @@ FLOORS = [
     # 2 data: dataset references, files found and read, loaders, the training config, runs and checkpoints
     ["registry", "dataref", "sources", "userdata", "folders", "kerasfile", "config", "datasets", "runs", "checkpoint"],
     # 3 work: training, evaluation, inspection, attribution, comparison, export
-    ["augment", "resizing", "selection", "ema", "warmup", "loop", "train", "tblog", "evaluate", "inspect", "attribution", "sanity",
-     "faithfulness", "features", "compare", "export", "kerasimport", "probe"],
+    ["augment", "resizing", "selection", "ema", "warmup", "schedule", "loop", "train", "tblog", "evaluate", "inspect",
+     "attribution", "sanity", "faithfulness", "features", "compare", "export", "kerasimport", "probe"],
     # 4 views: what each verb shows, built once for the CLI, the report and the explorer
     ["views", "explanations", "feature_views", "progress"],
     # 5 faces: the command line, the report, the notebook, the web explorer, the benchmark

@@ -12,7 +12,7 @@ from convlens.config import RECIPES
 from convlens.datasets import Dataset
 from convlens.errors import ConvlensError, DataError
 from convlens.inspect import activations
-from convlens.loop import lr_at
+from convlens.schedule import lr_at
 from convlens.probe import probe_epochs, read_snapshot
 from convlens.progress import technique_text
 
@@ -158,6 +158,13 @@ def test_onecycle_schedule_shape():
     w = round(total * r.warmup)
     assert all(a <= b for a, b in zip(lrs[:w], lrs[1:w + 1])) and all(a >= b for a, b in zip(lrs[w:], lrs[w + 1:]))
     assert all(lr_at(s, total, RECIPES["keras"]) == 1e-3 for s in (0, 500, 1000))
+    short = TrainConfig(recipe="strong", warmup=0.05).settings                # --warmup moves the peak
+    lrs = [lr_at(s, total, short) for s in range(total + 1)]
+    assert short.warmup == 0.05 and lrs.index(max(lrs)) == 50 and math.isclose(max(lrs), short.lr)
+    for bad, fragment in (({"warmup": 0.0}, "--warmup is a share of the steps in \\(0, 1\\), got 0.0"),
+                          ({"warmup": 0.1, "recipe": "keras"}, "recipe keras trains at a constant learning rate")):
+        with pytest.raises(ConvlensError, match=fragment):
+            TrainConfig(**bad)
 
 
 @pytest.mark.parametrize("spec", ["seed", "dense", "conv8k5s2-flatten-dense10"])

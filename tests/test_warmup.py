@@ -10,7 +10,7 @@ from test_train import synthetic
 
 from convlens import TrainConfig, build_model, train
 from convlens import loop as loop_module
-from convlens.loop import optimizer_for
+from convlens.schedule import optimizer_for
 from convlens.warmup import warm_up
 
 SPEC = "conv4-pool-bn-dropout0.5-flatten-dense8-dense2"     # batch norm statistics and a random dropout mask

@@ -99,6 +99,9 @@ class TrainConfig:
     epochs: int = _setting(5, "passes over the data (default %(default)s)", int)
     batch_size: int | None = _setting(None, "images per step (default: the recipe's)", int, optional=True)
     lr: float | None = _setting(None, "peak learning rate (default: the recipe's)", float, optional=True)
+    warmup: float | None = _setting(None, "share of the steps over which the onecycle schedule warms the learning "
+                                    "rate up from lr/25 to lr (default: the recipe's, 0.15)", float, optional=True,
+                                    metavar="SHARE")
     label_smoothing: float | None = _setting(None, "(default: the recipe's)", float, optional=True)
     optimizer: str | None = _setting(None, "adam | adamw | sgd (Nesterov, momentum 0.9) (default: the recipe's)",
                                      optional=True, choices=OPTIMIZERS)
@@ -179,19 +182,16 @@ class TrainConfig:
             raise ConvlensError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.lr is not None and not (0 < self.lr < 10):
             raise ConvlensError(f"--lr must be in (0, 10), got {self.lr}")
+        if self.warmup is not None and not 0 < self.warmup < 1:
+            raise ConvlensError(f"--warmup is a share of the steps in (0, 1), got {self.warmup}")
+        if self.warmup is not None and self.settings.schedule != "onecycle":
+            raise ConvlensError(f"--warmup shapes the onecycle schedule; recipe {self.recipe} trains at a constant "
+                                f"learning rate")
         if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
             raise ConvlensError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.val_split is not None and not 0 <= self.val_split < 1:
             raise ConvlensError(f"--val-split must be in [0, 1), got {self.val_split}")
-        for name in ("crop", "flip", "erase"):
-            if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 1:
-                raise ConvlensError(f"--{name} is a probability in [0, 1], got {getattr(self, name)}")
-        if self.flip_order is not None and self.flip_order not in FLIP_ORDERS:
-            raise ConvlensError(f"--flip-order must be one of {', '.join(FLIP_ORDERS)}, got {self.flip_order!r}")
-        if self.settings.flip_order == "alternate" and not self.settings.flip:
-            raise ConvlensError("--flip-order alternate orders the flips: it needs --flip > 0")
-        if self.crop_pad is not None and not 0 <= self.crop_pad <= MAX_CROP_PAD:
-            raise ConvlensError(f"--crop-pad must be 0 to {MAX_CROP_PAD} pixels, got {self.crop_pad}")
+        self._check_augmentation()
         if self.weight_decay is not None and not 0 <= self.weight_decay < 1:
             raise ConvlensError(f"--weight-decay must be in [0, 1), got {self.weight_decay}")
         if self.ema is not None and not 0 <= self.ema < 1:
@@ -227,6 +227,18 @@ class TrainConfig:
             raise ConvlensError(f"--probe must be a test image's index, or -1 for none; got {self.probe}")
         if self.name is not None:
             check_name(self.name)
+
+    def _check_augmentation(self) -> None:
+        """The augmentations' probabilities, the crop's reach and the flips' order."""
+        for name in ("crop", "flip", "erase"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) <= 1:
+                raise ConvlensError(f"--{name} is a probability in [0, 1], got {getattr(self, name)}")
+        if self.flip_order is not None and self.flip_order not in FLIP_ORDERS:
+            raise ConvlensError(f"--flip-order must be one of {', '.join(FLIP_ORDERS)}, got {self.flip_order!r}")
+        if self.settings.flip_order == "alternate" and not self.settings.flip:
+            raise ConvlensError("--flip-order alternate orders the flips: it needs --flip > 0")
+        if self.crop_pad is not None and not 0 <= self.crop_pad <= MAX_CROP_PAD:
+            raise ConvlensError(f"--crop-pad must be 0 to {MAX_CROP_PAD} pixels, got {self.crop_pad}")
 
     @property
     def settings(self) -> Recipe:
@@ -306,8 +318,8 @@ def _apply(r: Recipe, c: TrainConfig) -> Recipe:
 
 
 # Settings a config may give to replace its recipe's (batch_size and lr: also when given as 0, as before).
-OVERRIDES = ("label_smoothing", "val_split", "optimizer", "weight_decay", "ema", "crop", "crop_pad", "flip",
-             "flip_order", "erase", "resize_from", "resize_until", "select", "select_power")
+OVERRIDES = ("warmup", "label_smoothing", "val_split", "optimizer", "weight_decay", "ema", "crop", "crop_pad",
+             "flip", "flip_order", "erase", "resize_from", "resize_until", "select", "select_power")
 
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}

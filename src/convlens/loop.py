@@ -4,11 +4,10 @@
       for each batch:  1. batch  2. forward  3. loss  4. backward + step  5. schedule  6. log
       validate, keep the best weights, checkpoint
 
-Around it, in small named pieces: the optimizer and schedule (one-cycle or constant), the
-images each epoch trains on (selection.py), the augmentation of each batch (augment.py), the
-moving average of the weights (ema.py), the input normalisation folded into the first layer
-afterwards, checkpoints (checkpoint.py), Ctrl-C (stop after the current step), and
-DistributedDataParallel (distributed.py).
+Around it, in small named pieces: the optimizer and schedule (schedule.py), the images each epoch
+trains on (selection.py), the augmentation of each batch (augment.py), the moving average of the
+weights (ema.py), the input normalisation folded into the first layer afterwards, checkpoints
+(checkpoint.py), Ctrl-C (stop after the current step), and DistributedDataParallel (distributed.py).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .augment import alternating, augment, flip_parity
 from .checkpoint import Checkpoint, Progress, restore, save_checkpoint
-from .config import Recipe, TrainConfig
+from .config import TrainConfig
 from .datasets import Dataset, batches, on_device, stats_sample
 from .distributed import SINGLE, Cluster, all_sum, any_rank, lost
 from .ema import WeightAverage
@@ -36,6 +35,7 @@ from .engine import autocast, channel_stats, device_of, drain, loss_and_accuracy
 from .errors import RunError
 from .models import ConvNet
 from .resizing import resized, training_size
+from .schedule import lr_at, optimizer_for
 from .selection import Selection
 from .warmup import warm_up
 
@@ -52,34 +52,6 @@ def init_weights(model: ConvNet, init: str) -> None:
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-
-
-def lr_at(step: int, total: int, r: Recipe) -> float:
-    """Learning rate for optimizer step `step` of `total` (one-cycle as torch's OneCycleLR draws it)."""
-    if r.schedule == "constant":
-        return r.lr
-    warm = max(1, round(total * r.warmup))
-    start, end = r.lr / 25, r.lr / 25 / 1e4
-
-    def cosine(a: float, b: float, t: float) -> float:
-        return b + (a - b) * (1 + math.cos(math.pi * min(1.0, t))) / 2
-    if step <= warm:
-        return cosine(start, r.lr, step / warm)
-    return cosine(r.lr, end, (step - warm) / max(1, total - warm))
-
-
-def optimizer_for(model: nn.Module, r: Recipe, device: torch.device) -> torch.optim.Optimizer:
-    """The recipe's optimizer at the schedule's first learning rate. Weight decay applies to conv and dense
-    weights only: decaying batch norm's scale and the biases only pulls them towards 0 (Goyal et al. 2017)."""
-    params = list(model.parameters())
-    groups = ([{"params": [p for p in params if p.ndim > 1], "weight_decay": r.weight_decay},
-               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}] if r.weight_decay else params)
-    lr, fused = lr_at(0, 1, r), (device.type == "cuda") or None
-    if r.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=r.weight_decay)
-    if r.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, eps=r.eps, weight_decay=r.weight_decay, fused=fused)
-    return torch.optim.Adam(groups, lr=lr, eps=r.eps, fused=fused)
 
 
 def can_fold_normalization(model: ConvNet) -> bool:
