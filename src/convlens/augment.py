@@ -52,8 +52,12 @@ def random_crop(x: torch.Tensor, pad: int, p: float, gen: torch.Generator, batch
 def random_flip(x: torch.Tensor, p: float, gen: torch.Generator, batch: int | None = None,
                 part: slice = ALL) -> torch.Tensor:
     """Each image, with probability p, mirrored left-right (batch, part: as random_crop)."""
-    mirror = (torch.rand(batch or len(x), generator=gen) < p)[part].to(x.device).view(-1, 1, 1, 1)
-    return torch.where(mirror, x.flip(3), x)
+    return mirrored(x, (torch.rand(batch or len(x), generator=gen) < p)[part])
+
+
+def mirrored(x: torch.Tensor, mirror: torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) with the images where mirror (B,) bool is true mirrored left-right."""
+    return torch.where(mirror.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
 
 
 def flip_parity(n: int, p: float, seed: int) -> torch.Tensor:
@@ -110,7 +114,7 @@ def augment(x: torch.Tensor, gen: torch.Generator, crop: float = 0.0, crop_pad: 
     if crop and crop_pad:
         x = random_crop(x, crop_pad, crop, gen, batch, part)
     if mirror is not None:
-        x = torch.where(mirror.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
+        x = mirrored(x, mirror)
     elif flip:
         x = random_flip(x, flip, gen, batch, part)
     if erase:
