@@ -160,6 +160,12 @@ GROUPS = {
     # (this Xeon, 94.77 %) and ladder-longer-s1 (the EPYC, 95.32 %).
     "s25": [(f"s25-altflip-e18-s{seed}", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18,
                                           "flip_order": "alternate", "seed": seed}) for seed in (0, 1)],
+    # Decoupled weight decay (AdamW, 0.05 on the conv and dense weights) in place of Adam without decay: the recipe
+    # never tried it on resnet-cpu at 18 epochs (s3's AdamW run was the older network, 10k images, with erasing).
+    # Seeds 0 and 1, 1 thread each, side by side, against s24-recipe-e18-s0 (this Xeon) and ladder-longer-s1 (EPYC).
+    "s26": [(f"s26-adamw0.05-e18-s{seed}", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18,
+                                            "optimizer": "adamw", "weight_decay": 0.05, "seed": seed})
+            for seed in (0, 1)],
     # Not run: the strong recipe and its neighbours at 30 epochs (30 epochs do not fit the 20× budget).
     "full": [("full-strong-e30", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30}),
              ("full-strong-e30-erase", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30, "erase": 0.25}),
