@@ -166,6 +166,10 @@ GROUPS = {
     "s26": [(f"s26-adamw0.05-e18-s{seed}", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18,
                                             "optimizer": "adamw", "weight_decay": 0.05, "seed": seed})
             for seed in (0, 1)],
+    # Wider random crops: ±3 px for the recipe's ±2 (`--crop-pad 3`), the same cost; seeds 0 and 1, 1 thread each, side
+    # by side, against the same two recipe runs as s25 and s26.
+    "s27": [(f"s27-pad3-e18-s{seed}", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "crop_pad": 3,
+                                       "seed": seed}) for seed in (0, 1)],
     # Not run: the strong recipe and its neighbours at 30 epochs (30 epochs do not fit the 20× budget).
     "full": [("full-strong-e30", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30}),
              ("full-strong-e30-erase", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30, "erase": 0.25}),
