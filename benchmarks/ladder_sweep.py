@@ -43,6 +43,14 @@ RES_TINY = PRESETS["resnet-mini"][0]        # resnet-cpu's widths / 2 (a preset 
 FIRST_STRONG = {"recipe": "strong", "batch_size": 128, "lr": 2e-3, "optimizer": "adamw", "weight_decay": 0.05,
                 "erase": 0.25}   # the first guess at `strong` (it also used init torch: not a flag, see the notes)
 SCRIPT_ONLY = ("zero_residual",)     # settings this script applies itself (no flag gives them)
+STRONG = {"model": "resnet-cpu", "recipe": "strong"}     # the strong preset; its runs add epochs and one change
+
+
+def seeded(name: str, settings: dict, seeds: tuple[int, ...] = (0, 1)) -> list[tuple[str, dict]]:
+    """One run of `settings` per seed, named NAME-sSEED: the later screens run two seeds side by side."""
+    return [(f"{name}-s{seed}", {**settings, "seed": seed}) for seed in seeds]
+
+
 GROUPS = {
     "s1": [("s1-seed", {"model": "seed", "epochs": 5}),
            ("s1-seedbn-poolbn", {"model": BN_AFTER_POOL, "epochs": 5}),
@@ -142,14 +150,12 @@ GROUPS = {
             ("s21-tiny-strong-select0.5-e5", {"model": RES_TINY, "recipe": "strong", "epochs": 5, "select": 0.5})],
     # s20's better share at seeds 1 and 2, each on its own seed's validation split, against the recipe's runs of the
     # same seeds and splits (ladder-longer-s1, -s2: 95.32 and 94.72 %). 1 thread each, side by side.
-    "s22": [(f"s22-select0.7-e25-s{seed}", {"model": "resnet-cpu", "recipe": "strong", "epochs": 25, "select": 0.7,
-                                            "seed": seed}) for seed in (1, 2)],
+    "s22": seeded("s22-select0.7-e25", {**STRONG, "epochs": 25, "select": 0.7}, seeds=(1, 2)),
     # A second residual block at full resolution in place of the last one at 7×7 (the same multiply-adds, 4 % more
     # time an epoch on the 2-core Xeon with AMX): dropping the 28×28 stage cost 0.5 points (s6), so is more there
     # worth more? 17 epochs, what costs the recipe's 18; seeds 0 and 1, 1 thread each, side by side, against
     # ladder-longer-s0 and -s1 (95.10, 95.32 %).
-    "s23": [(f"s23-res32twice-e17-s{seed}", {"model": RES32_TWICE, "recipe": "strong", "epochs": 17, "seed": seed})
-            for seed in (0, 1)],
+    "s23": seeded("s23-res32twice-e17", {"model": RES32_TWICE, "recipe": "strong", "epochs": 17}),
     # The other way: a third block at 7×7, where this CPU's convolutions run fastest (+22 % multiply-adds, +14 % time
     # an epoch), 16 epochs for the recipe's 18; beside the recipe itself on this machine (s23 compared with runs
     # from the EPYC), seed 0, 1 thread each, side by side.
@@ -158,22 +164,17 @@ GROUPS = {
     # Alternating flip (Jordan 2024): each image mirrored in every other epoch, a coin deciding only the first, in place
     # of a fresh coin each epoch; the same cost. Seeds 0 and 1, 1 thread each, side by side, against s24-recipe-e18-s0
     # (this Xeon, 94.77 %) and ladder-longer-s1 (the EPYC, 95.32 %).
-    "s25": [(f"s25-altflip-e18-s{seed}", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18,
-                                          "flip_order": "alternate", "seed": seed}) for seed in (0, 1)],
+    "s25": seeded("s25-altflip-e18", {**STRONG, "epochs": 18, "flip_order": "alternate"}),
     # Decoupled weight decay (AdamW, 0.05 on the conv and dense weights) in place of Adam without decay: the recipe
     # never tried it on resnet-cpu at 18 epochs (s3's AdamW run was the older network, 10k images, with erasing).
     # Seeds 0 and 1, 1 thread each, side by side, against s24-recipe-e18-s0 (this Xeon) and ladder-longer-s1 (EPYC).
-    "s26": [(f"s26-adamw0.05-e18-s{seed}", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18,
-                                            "optimizer": "adamw", "weight_decay": 0.05, "seed": seed})
-            for seed in (0, 1)],
+    "s26": seeded("s26-adamw0.05-e18", {**STRONG, "epochs": 18, "optimizer": "adamw", "weight_decay": 0.05}),
     # Wider random crops: ±3 px for the recipe's ±2 (`--crop-pad 3`), the same cost; seeds 0 and 1, 1 thread each, side
     # by side, against the same two recipe runs as s25 and s26.
-    "s27": [(f"s27-pad3-e18-s{seed}", {"model": "resnet-cpu", "recipe": "strong", "epochs": 18, "crop_pad": 3,
-                                       "seed": seed}) for seed in (0, 1)],
-    # What more epochs buy now: the recipe at 22 epochs (~1.23× its training, the epochs LADDER.md's extrapolation says
+    "s27": seeded("s27-pad3-e18", {**STRONG, "epochs": 18, "crop_pad": 3}),
+    # What more epochs buy now: the recipe at 22 epochs (~1.22× its training, the epochs LADDER.md's extrapolation says
     # the 95.0 % aim needs), seeds 0 and 1, 1 thread each, side by side, against the same two 18-epoch runs.
-    "s28": [(f"s28-recipe-e22-s{seed}", {"model": "resnet-cpu", "recipe": "strong", "epochs": 22, "seed": seed})
-            for seed in (0, 1)],
+    "s28": seeded("s28-recipe-e22", {**STRONG, "epochs": 22}),
     # Not run: the strong recipe and its neighbours at 30 epochs (30 epochs do not fit the 20× budget).
     "full": [("full-strong-e30", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30}),
              ("full-strong-e30-erase", {"model": "resnet-cpu", "recipe": "strong", "epochs": 30, "erase": 0.25}),
